@@ -1,0 +1,98 @@
+"""Every error the API returns, shaped like OpenAI's: ``{"error": {message, type, param, code}}``.
+
+Services raise ``ApiError`` (or let a core ``RapidError`` through); the handlers here are the one
+place that turns exceptions into HTTP responses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from rapid_core.errors import ConfigError, DatasetError, GraderError, ModelError, RapidError
+
+log = logging.getLogger("rapid.api")
+
+
+class ApiError(Exception):
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+class InvalidRequest(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    status = 404
+
+    def __init__(self, kind: str, object_id: str, param: str | None = None):
+        super().__init__(f"No {kind} found with id {object_id!r}", param, "not_found")
+
+
+class Unauthorized(ApiError):
+    status = 401
+    type = "authentication_error"
+
+
+class TooLarge(ApiError):
+    status = 413
+
+
+class Unavailable(ApiError):
+    status = 503
+    type = "server_error"
+
+
+def body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _core_error(err: RapidError) -> tuple[str | None, str]:
+    """(param, code) of a core error raised while validating a job."""
+    if isinstance(err, ConfigError):
+        return getattr(err, "param", None) or err.field, "invalid_hyperparameter"
+    if isinstance(err, GraderError):
+        return "method.reinforcement.grader", "invalid_grader"
+    if isinstance(err, ModelError):
+        return "model", "model_not_found"
+    if isinstance(err, DatasetError):
+        return "training_file", "invalid_training_file"
+    return None, "invalid_request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, err: ApiError):
+        return JSONResponse(body(err.message, err.type, err.param, err.code), status_code=err.status)
+
+    @app.exception_handler(RapidError)
+    async def _core(_: Request, err: RapidError):
+        param, code = _core_error(err)
+        return JSONResponse(body(str(err), "invalid_request_error", param, code), status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError):
+        first = err.errors()[0]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return JSONResponse(body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, err: HTTPException):
+        kind = "not_found" if err.status_code == 404 else "invalid_request"
+        return JSONResponse(body(str(err.detail), "invalid_request_error", None, kind), status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception):
+        log.exception("unhandled error")
+        return JSONResponse(body("Internal server error", "server_error", None, "internal_error"), status_code=500)

@@ -1,0 +1,46 @@
+"""Operations: liveness, readiness (database and broker reachable), Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from sqlalchemy import text
+
+from api.deps import Runtime, runtime
+from store.broker import broker_reachable
+from store.models import JOB_STATUSES
+from store.repos import Jobs
+
+router = APIRouter(tags=["operations"])
+JOBS = Gauge("rapid_jobs", "Fine-tuning jobs by status", ["status"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
+    checks = {"database": _database_ok(rt), "broker": broker_reachable(rt.celery)}
+    ready = all(checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+
+@router.get("/metrics")
+def metrics(rt: Runtime = Depends(runtime)) -> Response:
+    with rt.sessions() as s:
+        counts = Jobs(s).count_by_status()
+    for status in JOB_STATUSES:
+        JOBS.labels(status).set(counts.get(status, 0))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _database_ok(rt: Runtime) -> bool:
+    try:
+        with rt.sessions() as s:
+            s.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

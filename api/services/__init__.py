@@ -1,0 +1,1 @@
+"""Service functions: the API's logic between parsed requests and the store."""

@@ -1,0 +1,103 @@
+"""Uploaded training files: size- and line-limited, each line a JSON object with ``messages``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import InvalidRequest, NotFound, TooLarge
+from store.artifacts import Artifacts
+from store.models import TERMINAL, File, Job, new_id
+from store.repos import Files
+from store.settings import Settings
+
+PURPOSES = ("fine-tune",)
+CHUNK = 1 << 20
+
+
+def _spool(src: BinaryIO, dst: Path, limit: int) -> int:
+    size = 0
+    with dst.open("wb") as out:
+        while chunk := src.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"File is larger than the limit of {limit} bytes", "file", "file_too_large")
+            out.write(chunk)
+    if size == 0:
+        raise InvalidRequest("File is empty", "file", "empty_file")
+    return size
+
+
+def validate_jsonl(path: Path, max_lines: int) -> tuple[int, list[str]]:
+    """Check every line; return (record count, fields present in every record)."""
+    count, common = 0, None
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            count += 1
+            if count > max_lines:
+                raise InvalidRequest(f"File has more than the limit of {max_lines} lines", "file", "too_many_lines")
+            try:
+                row = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise InvalidRequest(f"Line {n} is not valid JSON: {err}", "file", "invalid_jsonl") from None
+            if not isinstance(row, dict):
+                raise InvalidRequest(f"Line {n} is not a JSON object", "file", "invalid_jsonl")
+            messages = row.get("messages")
+            if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in messages
+            ):
+                raise InvalidRequest(
+                    f"Line {n}: 'messages' must be a non-empty list of {{role, content}} objects",
+                    "file", "invalid_jsonl",
+                )  # fmt: skip
+            common = set(row) if common is None else common & set(row)
+    if count == 0:
+        raise InvalidRequest("File has no records", "file", "empty_file")
+    return count, sorted(common or ())
+
+
+def create_file(
+    s: Session, store: Artifacts, settings: Settings, project_id: str, src: BinaryIO, filename: str, purpose: str
+) -> File:
+    if purpose not in PURPOSES:
+        raise InvalidRequest(f"Unsupported purpose {purpose!r}; supported: {', '.join(PURPOSES)}", "purpose")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.jsonl"
+        size = _spool(src, path, settings.max_file_bytes)
+        lines, fields = validate_jsonl(path, settings.max_file_lines)
+        file_id = new_id("file")
+        file = File(id=file_id, project_id=project_id, filename=filename[:255], purpose=purpose, bytes=size,
+                    lines=lines, fields=fields, storage_key=f"files/{file_id}.jsonl")  # fmt: skip
+        Files(s).add(file)
+        store.put_file(file.storage_key, path)
+    s.commit()
+    return file
+
+
+def get_file(s: Session, project_id: str, file_id: str, param: str = "file_id") -> File:
+    file = Files(s).get(project_id, file_id)
+    if file is None:
+        raise NotFound("file", file_id, param)
+    return file
+
+
+def delete_file(s: Session, store: Artifacts, project_id: str, file_id: str) -> File:
+    file = get_file(s, project_id, file_id)
+    in_use = s.scalar(
+        select(Job.id).where(
+            (Job.training_file == file.id) | (Job.validation_file == file.id), Job.status.not_in(TERMINAL)
+        )
+    )
+    if in_use:
+        raise InvalidRequest(f"File {file.id} is used by job {in_use}, which has not finished", "file_id", "file_in_use")
+    Files(s).delete(file)
+    s.commit()
+    store.delete(file.storage_key)
+    return file

@@ -1,0 +1,32 @@
+"""Alembic environment: the models' metadata, the URL from the settings unless the caller set one."""
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from store.models import Base
+from store.settings import Settings
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or Settings().database_url
+
+
+def run_offline() -> None:
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        # batch mode: SQLite cannot ALTER most things in place
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,33 @@
+"""The ``rapid`` command: the one place that joins the core's commands with the service's.
+
+``train`` and ``eval`` come from rapid_core.cli; ``serve`` and ``keys`` from the service.
+"""
+
+from __future__ import annotations
+
+import sys
+
+SERVICE_COMMANDS = {"serve": "serve_main", "keys": "keys_main"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SERVICE_COMMANDS:
+        from api import cli
+
+        return int(getattr(cli, SERVICE_COMMANDS[argv[0]])(argv[1:]) or 0)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: rapid {train,eval,serve,keys} ...\n\n"
+              "  train   fine-tune a model with RAPID (or the grpo / pg baselines)\n"
+              "  eval    held-out pass@1 / pass@k of a model, with or without an adapter\n"
+              "  serve   run the job service: REST API + worker\n"
+              "  keys    create API keys\n\n"
+              "rapid COMMAND --help shows a command's options.")
+        return 0 if argv else 2
+    from rapid_core.cli import main as core_main
+
+    return core_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Hooks the trainer calls. Metrics files, checkpoints, progress bars and the service's job store
+are all callbacks, never branches inside the loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+StopRequest = Literal["cancel", "pause"] | None
+
+
+class Callback:
+    """Override what you need; every hook is a no-op by default."""
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        """Once, after the model is loaded: config, batch terms, resumed round."""
+
+    def on_eval(self, phase: str, metrics: dict[str, Any]) -> None:
+        """Held-out evaluation; ``phase`` is "before" or "after"."""
+
+    def on_step(self, metrics: dict[str, Any]) -> None:
+        """After each optimizer step (RAPID.md step metrics)."""
+
+    def on_round(self, metrics: dict[str, Any]) -> None:
+        """After each inference round's updates (RAPID.md round metrics)."""
+
+    def on_checkpoint(self, path: Path, round_index: int) -> None:
+        """After a checkpoint directory is complete on disk."""
+
+    def should_stop(self) -> StopRequest:
+        """Polled between optimizer steps: "cancel" or "pause" stops the run at once."""
+        return None
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        """Once, when the run ends normally."""
+
+
+class CallbackList(Callback):
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = list(callbacks)
+
+    def on_start(self, info):
+        for c in self.callbacks:
+            c.on_start(info)
+
+    def on_eval(self, phase, metrics):
+        for c in self.callbacks:
+            c.on_eval(phase, metrics)
+
+    def on_step(self, metrics):
+        for c in self.callbacks:
+            c.on_step(metrics)
+
+    def on_round(self, metrics):
+        for c in self.callbacks:
+            c.on_round(metrics)
+
+    def on_checkpoint(self, path, round_index):
+        for c in self.callbacks:
+            c.on_checkpoint(path, round_index)
+
+    def should_stop(self):
+        for c in self.callbacks:
+            request = c.should_stop()
+            if request:
+                return request
+        return None
+
+    def on_end(self, summary):
+        for c in self.callbacks:
+            c.on_end(summary)

@@ -1,0 +1,177 @@
+"""The one typed configuration of a training run, validated before any model loads.
+
+Every option of ``../shared/RAPID.md`` lives here with its default. The CLI, config files and the
+service's job hyperparameters all build this object; a bad value raises ``ConfigError`` naming the
+field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rapid_core.errors import ConfigError
+
+Algorithm = Literal["rapid", "grpo", "pg"]
+
+
+class TrainConfig(BaseModel):
+    """A RAPID (or baseline) training run. Field descriptions double as ``rapid train --help``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- model ---
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="Model: built-in alias, Hugging Face id, local directory, or path to a .gguf file",
+    )
+    finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="LoRA target modules, or all-linear"
+    )
+    dtype: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Compute dtype; auto = bf16 where the hardware has it (AMX CPU, CUDA)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device; auto = cuda if present")
+    engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine")
+    gen_micro_batch: int = Field(64, ge=1, description="Largest generation batch run at once (memory)")
+    train_micro_batch: int = Field(
+        0, ge=0, description="Split each mini-batch into forward/backward chunks of this size (0 = whole)"
+    )
+
+    # --- task and reward ---
+    task: str = Field("arithmetic", description="Task: arithmetic, gsm8k, math, or jsonl (records file)")
+    data_path: str | None = Field(None, description="Dataset path for gsm8k / math / jsonl tasks")
+    eval_path: str | None = Field(None, description="Held-out dataset path (default: the task's own split)")
+    task_options: dict[str, Any] = Field(
+        default_factory=dict, description="Task options, e.g. arithmetic digits / operators"
+    )
+    grader: dict[str, Any] | None = Field(None, description="Grader spec; default: the task's own grader")
+    system_prompt: str | None = Field(None, description="Override the task's system prompt")
+
+    # --- algorithm (RAPID.md) ---
+    algorithm: Algorithm = Field("rapid", description="rapid (off-policy, ratio U), grpo or pg (ratio 1)")
+    group_size: int = Field(8, ge=2, description="G: completions sampled per prompt")
+    prompts_per_round: int = Field(
+        16, ge=1, description="P: prompts per inference round for rapid (B = P * G); baselines use m / G"
+    )
+    mini_batch_size: int = Field(32, ge=1, description="m: samples per optimizer step")
+    is_level: Literal["token", "sequence"] = Field("token", description="Importance weight per token or sequence")
+    is_clip: float | None = Field(2.0, gt=0, description="Truncation c of importance weights (null = none)")
+    norm: Literal["token_mean", "seq_mean", "constant"] = Field("token_mean", description="Loss normaliser")
+    kl_beta: float = Field(0.0, ge=0, description="KL(pi || ref) penalty weight; 0 loads no reference")
+    adv_scale: Literal["none", "std"] = Field("none", description="Divide group advantages by std + 1e-6")
+    adv_baseline: Literal["mean", "loo"] = Field("mean", description="Group mean or leave-one-out baseline")
+    drop_zero_std: bool = Field(False, description="Drop groups whose rewards are all equal")
+    ppo_epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the grpo objective")
+
+    # --- optimisation ---
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm (null = none)")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warmup steps")
+
+    # --- sampling ---
+    temperature: float = Field(1.0, gt=0, le=5.0, description="Sampling temperature T for rollouts")
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="Longest completion")
+
+    # --- stopping and checkpoints ---
+    rounds: int | None = Field(20, ge=1, description="Stop after this many inference rounds")
+    max_samples: int | None = Field(None, ge=1, description="Stop after this many sampled completions")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop at the first round boundary past this")
+    checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N rounds (always at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk")
+
+    # --- evaluation ---
+    eval_problems: int = Field(100, ge=0, description="Held-out problems evaluated before and after (0 = skip)")
+    eval_k: int = Field(4, ge=1, description="k of the sampled pass@k")
+    eval_before: bool = Field(True, description="Evaluate the base model before training")
+
+    seed: int = Field(0, description="Seed of data order, sampling and initialisation")
+    output_dir: str = Field("runs/latest", description="Where the adapter, metrics and checkpoints go")
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> TrainConfig:
+        if self.mini_batch_size % self.group_size and self.algorithm != "rapid":
+            raise ValueError(
+                f"mini_batch_size ({self.mini_batch_size}) must be a multiple of group_size "
+                f"({self.group_size}) for {self.algorithm}: each round is one mini-batch of whole groups"
+            )
+        if self.algorithm == "rapid" and self.inference_batch % self.mini_batch_size:
+            raise ValueError(
+                f"prompts_per_round * group_size ({self.inference_batch}) must be a multiple of "
+                f"mini_batch_size ({self.mini_batch_size})"
+            )
+        if self.task in ("gsm8k", "math", "jsonl") and not self.data_path:
+            raise ValueError(f"task {self.task!r} needs data_path")
+        if self.rounds is None and self.max_samples is None and self.time_budget_s is None:
+            raise ValueError("set at least one of rounds, max_samples, time_budget_s")
+        if self.engine == "vllm" and self.finetune != "lora":
+            raise ValueError("engine vllm needs finetune=lora (adapters are handed to vLLM each round)")
+        return self
+
+    # --- derived terms (RAPID.md) ---
+    @property
+    def inference_batch(self) -> int:
+        """B: samples generated per round."""
+        if self.algorithm == "rapid":
+            return self.prompts_per_round * self.group_size
+        return self.mini_batch_size
+
+    @property
+    def round_prompts(self) -> int:
+        return self.inference_batch // self.group_size
+
+    @property
+    def batch_ratio(self) -> int:
+        """U = B / m: optimizer steps per round."""
+        return self.inference_batch // self.mini_batch_size
+
+
+def _flatten_errors(err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown option"
+    elif first["type"] == "literal_error":
+        msg = f"{msg} (got {first.get('input')!r})"
+    return ConfigError(msg, field)
+
+
+def make_config(**values: Any) -> TrainConfig:
+    """Build a config from plain values; raises ConfigError naming the first bad field."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        raise _flatten_errors(err) from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML, JSON or TOML config file into plain values (validated by make_config)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist", "config")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        elif p.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"unsupported config format {p.suffix!r}; use .yaml, .json or .toml", "config")
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot parse {p}: {err}", "config") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of option -> value", "config")
+    return data

@@ -1,0 +1,125 @@
+"""Policy losses as pure tensor functions, registered by name (RAPID.md, "The off-policy,
+importance-weighted group policy gradient").
+
+All take padded [n, T] tensors: ``logp`` (log pi_theta of the sampled tokens, with gradient),
+``behaviour_logp`` (log mu from the sampling pass), ``mask`` (1 on completion tokens), and
+``advantages`` [n]. They return (loss, metrics) with metrics as plain floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from rapid_core.registry import Registry
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    is_level: str = "token"  # token | sequence
+    is_clip: float | None = 2.0  # c; None = no truncation
+    norm: str = "token_mean"  # token_mean | seq_mean | constant
+    max_new_tokens: int = 64  # for norm=constant
+    ppo_epsilon: float = 0.2  # grpo only
+    kl_beta: float = 0.0
+
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+LOSSES: Registry[LossFn] = Registry("algorithm")
+
+
+def normalise(per_token: torch.Tensor, mask: torch.Tensor, s: LossSettings) -> torch.Tensor:
+    """Sum of masked per-token terms divided as ``s.norm`` says."""
+    per_token = per_token * mask
+    if s.norm == "token_mean":
+        return per_token.sum() / mask.sum().clamp(min=1)
+    if s.norm == "seq_mean":
+        return (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+    if s.norm == "constant":
+        return per_token.sum() / (mask.shape[0] * s.max_new_tokens)
+    raise ValueError(f"unknown norm {s.norm!r}; known: token_mean, seq_mean, constant")
+
+
+def importance_weights(log_ratio: torch.Tensor, mask: torch.Tensor, s: LossSettings):
+    """(w, rho): detached truncated weights and raw ratios, per token or one per sequence."""
+    log_ratio = log_ratio.detach() * mask
+    if s.is_level == "sequence":
+        # exp of the MEAN token log-ratio: the plain product explodes with length.
+        mean = log_ratio.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        rho = mean.exp()[:, None].expand_as(log_ratio)
+    elif s.is_level == "token":
+        rho = log_ratio.exp()
+    else:
+        raise ValueError(f"unknown is_level {s.is_level!r}; known: token, sequence")
+    w = rho.clamp(max=s.is_clip) if s.is_clip is not None else rho
+    return w, rho
+
+
+def off_policy_metrics(w, rho, log_ratio, mask, clip: float | None) -> dict[str, float]:
+    m = mask.bool()
+    wv, rv, lr = w[m], rho[m], log_ratio.detach()[m]
+    n = max(int(m.sum()), 1)
+    tok_rho = lr.exp()
+    return {
+        "w_mean": float(wv.mean()) if wv.numel() else 1.0,
+        "w_min": float(wv.min()) if wv.numel() else 1.0,
+        "w_max": float(wv.max()) if wv.numel() else 1.0,
+        "clip_frac": float((rv > clip).float().mean()) if clip is not None and rv.numel() else 0.0,
+        "ess": float(wv.sum() ** 2 / (n * (wv**2).sum())) if wv.numel() else 1.0,
+        # approx KL(mu || pi) = E_mu[(rho - 1) - log rho], per token
+        "approx_kl": float(((tok_rho - 1) - lr).mean()) if lr.numel() else 0.0,
+    }
+
+
+def kl_term(logp, ref_logp, mask, s: LossSettings) -> tuple[torch.Tensor, float]:
+    """beta * KL(pi || ref), the k3 estimator exp(ref - logp) - (ref - logp) - 1 per token."""
+    if ref_logp is None or s.kl_beta == 0:
+        return logp.new_zeros(()), 0.0
+    d = ref_logp - logp
+    k3 = d.exp() - d - 1
+    kl = normalise(k3, mask, s)
+    return s.kl_beta * kl, float(kl.detach())
+
+
+@LOSSES.register("rapid")
+def rapid_loss(logp, behaviour_logp, advantages, mask, s: LossSettings, ref_logp=None):
+    """- sum w_it A_i log pi(y_it) / norm, with w = min(rho, c) detached."""
+    mask = mask.to(logp.dtype)
+    log_ratio = logp - behaviour_logp
+    w, rho = importance_weights(log_ratio, mask, s)
+    loss = normalise(-w * advantages[:, None] * logp, mask, s)
+    kl, kl_value = kl_term(logp, ref_logp, mask, s)
+    metrics = off_policy_metrics(w, rho, log_ratio, mask, s.is_clip)
+    metrics["kl_ref"] = kl_value
+    return loss + kl, metrics
+
+
+@LOSSES.register("grpo")
+def grpo_loss(logp, behaviour_logp, advantages, mask, s: LossSettings, ref_logp=None):
+    """PPO-style clipped ratio objective: - min(rho A, clip(rho, 1 - eps, 1 + eps) A)."""
+    mask = mask.to(logp.dtype)
+    log_ratio = logp - behaviour_logp
+    ratio = log_ratio.exp()
+    a = advantages[:, None]
+    clipped = ratio.clamp(1 - s.ppo_epsilon, 1 + s.ppo_epsilon)
+    loss = normalise(-torch.minimum(ratio * a, clipped * a), mask, s)
+    kl, kl_value = kl_term(logp, ref_logp, mask, s)
+    metrics = off_policy_metrics(ratio.detach(), ratio.detach(), log_ratio, mask, None)
+    metrics["clip_frac"] = float((((ratio - 1).abs() > s.ppo_epsilon).float() * mask).sum() / mask.sum().clamp(min=1))
+    metrics["kl_ref"] = kl_value
+    return loss + kl, metrics
+
+
+@LOSSES.register("pg")
+def pg_loss(logp, behaviour_logp, advantages, mask, s: LossSettings, ref_logp=None):
+    """Plain on-policy policy gradient with the group-mean baseline: - A log pi."""
+    mask = mask.to(logp.dtype)
+    log_ratio = logp - behaviour_logp
+    loss = normalise(-advantages[:, None] * logp, mask, s)
+    kl, kl_value = kl_term(logp, ref_logp, mask, s)
+    ones = torch.ones_like(logp)
+    metrics = off_policy_metrics(ones, log_ratio.detach().exp(), log_ratio, mask, None)
+    metrics["kl_ref"] = kl_value
+    return loss + kl, metrics

@@ -1,0 +1,216 @@
+"""Model resolution and loading: aliases, local directories, GGUF files, hub ids; LoRA or full
+fine-tuning; the compute dtype (bf16 where the hardware has it, trainable weights in float32)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rapid_core.config import TrainConfig
+from rapid_core.errors import ModelError
+from rapid_core.model_source import (  # noqa: F401  (re-exported for callers of the loader)
+    ALIASES,
+    SMOLLM2_ALIAS,
+    TINY_ALIAS,
+    ModelSource,
+    _smollm2_gguf,
+    cache_dir,
+    resolve_model,
+)
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ModelError("device cuda asked for, but no CUDA device is visible")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "bf16" or (cfg.dtype == "auto" and bf16_supported(device)):
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """bf16 autocast for the matmuls; a no-op in float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+
+    if source.name == TINY_ALIAS:
+        ensure_tiny_model()
+    kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    tok = AutoTokenizer.from_pretrained(source.path, **kwargs)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _dense_dir(source: ModelSource) -> str:
+    """A safetensors directory for the model. GGUF files are dequantized once into the cache: the
+    GGUF-loaded model refuses save_pretrained and costs ~15 s to dequantize every load."""
+    if source.name == TINY_ALIAS:
+        return ensure_tiny_model()
+    if not source.gguf_file:
+        return source.path
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target = cache_dir() / "dense" / Path(source.gguf_file).stem
+    if (target / "config.json").is_file():
+        return str(target)
+    quantized = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file)
+    config = AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    dense = AutoModelForCausalLM.from_config(config)
+    dense.load_state_dict(quantized.state_dict())
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    dense.save_pretrained(tmp)
+    load_tokenizer(source).save_pretrained(tmp)
+    tmp.rename(target)
+    return str(target)
+
+
+def ensure_tiny_model() -> str:
+    """A tiny random Llama with SmolLM2's tokenizer, built once (seeded) for tests."""
+    target = cache_dir() / TINY_ALIAS
+    if (target / "config.json").is_file():
+        return str(target)
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf = _smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(target)
+    return str(target)
+
+
+@dataclass
+class Policy:
+    """The model being trained, its tokenizer, where it runs and in which compute dtype."""
+
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    lora: bool
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.model.named_parameters())
+        missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+        if missing:
+            raise ModelError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+        with torch.no_grad():
+            for n, t in state.items():
+                params[n].copy_(t)
+
+    def reference_context(self):
+        """The KL reference: the base model with the adapter disabled."""
+        if not self.lora:
+            raise ModelError("a KL reference with full fine-tuning is not supported; use finetune=lora")
+        return self.model.disable_adapter()
+
+    def lm_parts(self):
+        """(decoder, lm_head) of the causal LM, under any PEFT wrapper."""
+        base = self.model.get_base_model() if self.lora else self.model
+        return base.model, base.lm_head
+
+
+def load_policy(cfg: TrainConfig, adapter: str | None = None, trainable: bool = True) -> Policy:
+    """Load the model for training (or, with trainable=False, for evaluation only)."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model(cfg.model)
+    device = pick_device(cfg)
+    dtype = pick_dtype(cfg, device)
+    tokenizer = load_tokenizer(source)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(_dense_dir(source), dtype=torch.float32)
+    except OSError as err:
+        raise ModelError(f"cannot load model {cfg.model!r}: {err}") from None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    lora = cfg.finetune == "lora"
+    if lora:
+        # Frozen base weights live in the compute dtype (no per-step casts); LoRA weights stay fp32.
+        model.to(dtype)
+        model = _wrap_lora(model, cfg, adapter, trainable)
+    elif adapter:
+        raise ModelError("an adapter needs finetune=lora")
+    model.to(device)
+    model.train(False)
+    for p in model.parameters():
+        if not trainable:
+            p.requires_grad_(False)
+        elif p.requires_grad:
+            p.data = p.data.float()
+    return Policy(model, tokenizer, device, dtype, lora)
+
+
+def _wrap_lora(model, cfg: TrainConfig, adapter: str | None, trainable: bool):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelError(f"adapter directory {adapter!r} has no adapter_config.json")
+        return PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    targets = cfg.lora_target_modules
+    lora_cfg = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=targets, task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        return get_peft_model(model, lora_cfg)
+
+
+def save_adapter(policy: Policy, path: Path) -> None:
+    """The user-facing artifact: a PEFT adapter directory (or a full model when not LoRA)."""
+    policy.model.save_pretrained(path)
+    if not policy.lora:
+        policy.tokenizer.save_pretrained(path)
+
+
+def prompt_token_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Apply the model's chat template the way it expects, ending with the assistant turn opener."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+    text = "\n".join(m["content"] for m in messages) + "\n"
+    return tokenizer(text)["input_ids"]

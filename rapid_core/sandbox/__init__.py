@@ -1,0 +1,21 @@
+"""Run untrusted Python in a separate, locked-down process tree (see ``backend`` for the walls).
+
+``run_python(source)`` runs one program and classifies it; ``SandboxPool`` runs many at once.
+Nothing here ever executes untrusted code in the calling process.
+"""
+
+from rapid_core.sandbox.backend import SandboxInfo, sandbox_info
+from rapid_core.sandbox.pool import SandboxPool, default_pool
+from rapid_core.sandbox.runner import Limits, SandboxJob, SandboxResult, run, run_python
+
+__all__ = [
+    "Limits",
+    "SandboxInfo",
+    "SandboxJob",
+    "SandboxPool",
+    "SandboxResult",
+    "default_pool",
+    "run",
+    "run_python",
+    "sandbox_info",
+]

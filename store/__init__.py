@@ -1,0 +1,1 @@
+"""The service's persistence: settings, SQLAlchemy models, repositories, artifact storage, broker."""

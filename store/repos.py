@@ -1,0 +1,214 @@
+"""Repositories: the SQL of the service. Each takes a session and never commits."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from store.models import TERMINAL, ApiKey, Checkpoint, Event, File, Job, Metric, Project, now
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _page(session: Session, model, project_or_job: Any, after: str | None, limit: int, newest_first=True):
+    """Cursor page over ``model`` filtered by ``project_or_job``; returns (items, has_more)."""
+    q = select(model).where(project_or_job)
+    if after is not None:
+        cursor = session.scalar(select(model.seq).where(model.id == after))
+        if cursor is not None:
+            q = q.where(model.seq < cursor if newest_first else model.seq > cursor)
+    q = q.order_by(model.seq.desc() if newest_first else model.seq.asc()).limit(limit + 1)
+    rows = list(session.scalars(q))
+    return rows[:limit], len(rows) > limit
+
+
+class Keys:
+    def __init__(self, session: Session):
+        self.s = session
+
+    def create(self, project_name: str) -> tuple[ApiKey, str]:
+        """A new key for the project (created if missing); returns the row and the one-time secret."""
+        project = self.s.scalar(select(Project).where(Project.name == project_name))
+        if project is None:
+            project = Project(name=project_name)
+            self.s.add(project)
+            self.s.flush()
+        secret = "rk-" + secrets.token_urlsafe(32)
+        key = ApiKey(project_id=project.id, key_hash=hash_key(secret), prefix=secret[:10])
+        self.s.add(key)
+        self.s.flush()
+        return key, secret
+
+    def project_of(self, secret: str) -> str | None:
+        return self.s.scalar(
+            select(ApiKey.project_id).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
+        )
+
+
+class Files:
+    def __init__(self, session: Session):
+        self.s = session
+
+    def add(self, file: File) -> File:
+        self.s.add(file)
+        self.s.flush()
+        return file
+
+    def get(self, project_id: str, file_id: str) -> File | None:
+        return self.s.scalar(select(File).where(File.id == file_id, File.project_id == project_id))
+
+    def page(self, project_id: str, after: str | None, limit: int) -> tuple[list[File], bool]:
+        return _page(self.s, File, File.project_id == project_id, after, limit)
+
+    def delete(self, file: File) -> None:
+        self.s.delete(file)
+        self.s.flush()
+
+
+class Jobs:
+    def __init__(self, session: Session):
+        self.s = session
+
+    def add(self, job: Job) -> Job:
+        self.s.add(job)
+        self.s.flush()
+        return job
+
+    def get(self, project_id: str, job_id: str) -> Job | None:
+        return self.s.scalar(select(Job).where(Job.id == job_id, Job.project_id == project_id))
+
+    def by_id(self, job_id: str) -> Job | None:
+        return self.s.scalar(select(Job).where(Job.id == job_id))
+
+    def page(self, project_id: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
+        return _page(self.s, Job, Job.project_id == project_id, after, limit)
+
+    def status(self, job_id: str) -> str | None:
+        return self.s.scalar(select(Job.status).where(Job.id == job_id))
+
+    def set_status(self, job_id: str, status: str, *, only_from: Sequence[str], **values: Any) -> bool:
+        """Move a job to ``status`` if it is in one of ``only_from``; False if it was not."""
+        result = self.s.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(only_from)).values(status=status, **values)
+        )
+        return result.rowcount == 1
+
+    def count_by_status(self) -> dict[str, int]:
+        return dict(self.s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+
+    # --- the lease: one live worker runs a job; a dead worker's job is taken over ----------------
+    def acquire_lease(self, job_id: str, owner: str, seconds: float) -> bool:
+        t = time.time()
+        result = self.s.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status.not_in(TERMINAL | {"paused"}),
+                or_(Job.lease_owner.is_(None), Job.lease_owner == owner, Job.lease_expires_at < t),
+            )
+            .values(lease_owner=owner, lease_expires_at=t + seconds, attempts=Job.attempts + 1)
+        )
+        return result.rowcount == 1
+
+    def renew_lease(self, job_id: str, owner: str, seconds: float) -> bool:
+        result = self.s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(lease_expires_at=time.time() + seconds)
+        )
+        return result.rowcount == 1
+
+    def release_lease(self, job_id: str, owner: str) -> None:
+        self.s.execute(
+            update(Job).where(Job.id == job_id, Job.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
+        )
+
+    def orphaned(self) -> list[str]:
+        """Jobs a worker was running whose lease ran out: that worker is gone."""
+        q = select(Job.id).where(
+            Job.status.in_(("queued", "running")), Job.lease_owner.is_not(None), Job.lease_expires_at < time.time()
+        )
+        return list(self.s.scalars(q))
+
+
+class Events:
+    def __init__(self, session: Session):
+        self.s = session
+
+    def add(self, job_id: str, message: str, *, level="info", type="message", data=None) -> Event:
+        event = Event(job_id=job_id, message=message, level=level, type=type, data=data)
+        self.s.add(event)
+        self.s.flush()
+        return event
+
+    def page(self, job_id: str, after: str | None, limit: int) -> tuple[list[Event], bool]:
+        return _page(self.s, Event, Event.job_id == job_id, after, limit)
+
+
+class Metrics:
+    def __init__(self, session: Session):
+        self.s = session
+
+    def add(self, job_id: str, kind: str, values: dict[str, Any], *, step=None, round=None, phase=None) -> None:
+        self.s.add(Metric(job_id=job_id, kind=kind, values=values, step=step, round=round, phase=phase))
+
+    def drop_from_round(self, job_id: str, round_index: int) -> None:
+        """Forget step and round records of rounds a resumed run will do again."""
+        self.s.execute(
+            delete(Metric).where(Metric.job_id == job_id, Metric.kind.in_(("step", "round")), Metric.round >= round_index)
+        )
+
+    def query(
+        self, job_id: str, *, kind=None, step_min=None, step_max=None, limit: int = 1000
+    ) -> list[Metric]:
+        q = select(Metric).where(Metric.job_id == job_id)
+        if kind is not None:
+            q = q.where(Metric.kind == kind)
+        if step_min is not None:
+            q = q.where(Metric.step >= step_min)
+        if step_max is not None:
+            q = q.where(Metric.step <= step_max)
+        return list(self.s.scalars(q.order_by(Metric.seq).limit(limit)))
+
+    def last_step(self, job_id: str) -> Metric | None:
+        q = select(Metric).where(Metric.job_id == job_id, Metric.kind == "step").order_by(Metric.seq.desc())
+        return self.s.scalar(q.limit(1))
+
+
+class Checkpoints:
+    def __init__(self, session: Session):
+        self.s = session
+
+    def add(self, ckpt: Checkpoint) -> Checkpoint:
+        self.s.add(ckpt)
+        self.s.flush()
+        return ckpt
+
+    def get(self, job_id: str, ckpt_id: str) -> Checkpoint | None:
+        return self.s.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id == ckpt_id))
+
+    def final(self, job_id: str) -> Checkpoint | None:
+        q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.final.desc(), Checkpoint.seq.desc())
+        return self.s.scalar(q.limit(1))
+
+    def for_round(self, job_id: str, round_index: int) -> Checkpoint | None:
+        q = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.round == round_index, ~Checkpoint.final)
+        return self.s.scalar(q)
+
+    def page(self, job_id: str, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
+        return _page(self.s, Checkpoint, Checkpoint.job_id == job_id, after, limit)
+
+
+def touch(job: Job, **values: Any) -> None:
+    for k, v in values.items():
+        setattr(job, k, v)
+    if values.get("status") in TERMINAL and job.finished_at is None:
+        job.finished_at = now()

@@ -1,0 +1,85 @@
+"""Config validation and the `rapid` command: bad input fails before any model loads, naming the field."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rapid_core.config import make_config
+from rapid_core.errors import ConfigError
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"learning_rate": -1}, "learning_rate"),
+        ({"algorithm": "ppo"}, "algorithm"),
+        ({"group_size": 1}, "group_size"),
+        ({"bogus": 1}, "bogus"),
+        ({"is_level": "word"}, "is_level"),
+        ({"norm": "max"}, "norm"),
+    ],
+)
+def test_bad_values_name_the_field(values, field):
+    with pytest.raises(ConfigError) as err:
+        make_config(**values)
+    assert err.value.field == field
+
+
+def test_shape_rules():
+    with pytest.raises(ConfigError, match="multiple of mini_batch_size"):
+        make_config(prompts_per_round=3, group_size=4, mini_batch_size=8)
+    with pytest.raises(ConfigError, match="multiple of group_size"):
+        make_config(algorithm="grpo", group_size=8, mini_batch_size=12)
+    with pytest.raises(ConfigError, match="needs data_path"):
+        make_config(task="gsm8k")
+
+
+def test_batch_terms():
+    rapid = make_config(prompts_per_round=16, group_size=8, mini_batch_size=32)
+    assert (rapid.inference_batch, rapid.batch_ratio, rapid.round_prompts) == (128, 4, 16)
+    grpo = make_config(algorithm="grpo", prompts_per_round=16, group_size=8, mini_batch_size=32)
+    assert (grpo.inference_batch, grpo.batch_ratio, grpo.round_prompts) == (32, 1, 4)
+
+
+def rapid(*args, **kw):
+    return subprocess.run([sys.executable, str(REPO / "rapid_cli.py"), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, **kw)
+
+
+def test_train_help_documents_every_option_with_its_default():
+    out = rapid("train", "--help").stdout
+    for flag in ("--learning-rate", "--is-clip", "--mini-batch-size", "--prompts-per-round", "--time-budget-s"):
+        assert flag in out
+    assert "(default: 2.0)" in out  # is_clip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--learning-rate", "-1"], "learning_rate"),
+        (["--algorithm", "nope"], "algorithm"),
+        (["--group-size", "two"], "group_size"),
+        (["--model", "no-such-model"], "unknown model"),
+    ],
+)
+def test_bad_flags_exit_nonzero_with_a_message_naming_the_problem(args, message, tmp_path):
+    result = rapid("train", "--output-dir", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_config_file_is_read_and_flags_override_it(tmp_path):
+    from rapid_core.cli import build_parser, config_from_args
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"learning_rate": 0.001, "group_size": 4, "task_options": {"max_value": 9}}))
+    args = build_parser().parse_args(["train", "--config", str(path), "--group-size", "8"])
+    cfg = config_from_args(args)
+    assert cfg.learning_rate == 0.001 and cfg.group_size == 8 and cfg.task_options == {"max_value": 9}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: [")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        config_from_args(build_parser().parse_args(["train", "--config", str(bad)]))

@@ -1,0 +1,61 @@
+"""Tasks: the generated arithmetic task and the dataset loaders on the real files."""
+
+import pytest
+
+from rapid_core.config import make_config
+from rapid_core.errors import ConfigError, DatasetError
+from rapid_core.graders import build_grader
+from rapid_core.tasks import load_task, read_jsonl
+from tests.conftest import DATASETS
+
+
+def problems(records):
+    return {r["messages"][-1]["content"] for r in records}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_arithmetic_train_and_held_out_never_overlap(seed):
+    task = load_task(make_config(seed=seed))
+    assert task.eval and task.train
+    assert not problems(task.train) & problems(task.eval)
+    big = load_task(make_config(seed=seed, task_options={"max_value": None, "digits": 3, "operators": "+-*"}))
+    assert len(big.train) == 5000 and not problems(big.train) & problems(big.eval)
+
+
+def test_arithmetic_is_seeded_and_answers_are_right():
+    a, b = load_task(make_config(seed=3)), load_task(make_config(seed=3))
+    assert a.train == b.train and a.eval == b.eval
+    grader = build_grader(a.grader)
+    for rec in a.train[:50]:
+        x, op, y = rec["messages"][-1]["content"].split(".")[0].split()[1:4]
+        assert int(rec["answer"]) == eval(f"{x}{op}{y}")  # noqa: S307  (our own generated digits)
+        assert grader.grade(rec, f"The answer is {rec['answer']}").score == 1.0
+
+
+def test_arithmetic_rejects_bad_options():
+    with pytest.raises(ConfigError, match="operators"):
+        load_task(make_config(task_options={"operators": "/"}))
+    with pytest.raises(ConfigError, match="unknown arithmetic option"):
+        load_task(make_config(task_options={"base": 2}))
+
+
+def test_gsm8k_loader_reads_the_real_files():
+    task = load_task(make_config(task="gsm8k", data_path=str(DATASETS / "gsm8k" / "train.jsonl")))
+    assert len(task.train) == 7473 and len(task.eval) == 1319
+    rec = task.eval[0]
+    assert rec["answer"] == "18" and rec["messages"][-1]["role"] == "user"
+    assert build_grader(task.grader).grade(rec, "so she makes #### 18").score == 1.0
+
+
+def test_math_loader_reads_math500():
+    task = load_task(make_config(task="math", data_path=str(DATASETS / "math500" / "test.jsonl")))
+    assert len(task.train) + len(task.eval) == 500
+    rec = task.train[0]
+    assert build_grader(task.grader).grade(rec, f"\\boxed{{{rec['answer']}}}").score == 1.0
+
+
+def test_bad_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"messages": []}\n{not json}\n')
+    with pytest.raises(DatasetError, match="line 2"):
+        read_jsonl(path)

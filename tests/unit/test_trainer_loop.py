@@ -1,0 +1,133 @@
+"""The RAPID loop on a tiny random model: shapes of a round, staleness, resume, cancel, baselines."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rapid_core.callbacks import Callback
+from rapid_core.config import make_config
+from rapid_core.errors import Cancelled
+from rapid_core.graders.base import Grade, Grader, register_grader
+from rapid_core.trainer import prompt_indices, train
+
+
+@register_grader("test_vowel_share")
+class VowelShare(Grader):
+    """A random model never answers right; a score that varies by sample gives a learning signal."""
+
+    def grade(self, item, output_text):
+        score = sum(c in "aeiou" for c in output_text) / max(len(output_text), 1)
+        return Grade(score, self.classify(score))
+
+
+TIMING = {"gen_s", "reward_s", "train_s", "round_s", "gen_tokens_per_s", "samples_per_s", "seconds"}
+
+
+def tiny_cfg(tmp: Path, **over):
+    values = dict(model="tiny-random", rounds=3, prompts_per_round=4, group_size=4, mini_batch_size=4,
+                  max_new_tokens=6, eval_problems=4, eval_k=2, output_dir=str(tmp), learning_rate=1e-2,
+                  temperature=1.0, dtype="fp32",
+                  grader={"type": "test_vowel_share"})
+    values.update(over)
+    return make_config(**values)
+
+
+def records(out: Path, kind: str) -> list[dict]:
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["kind"] == kind]
+
+
+def strip_timing(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k not in TIMING}
+
+
+def test_round_has_U_steps_with_staleness_0_to_U_minus_1(tmp_path, tiny_model):
+    cfg = tiny_cfg(tmp_path)
+    summary = train(cfg)
+    assert cfg.batch_ratio == 4 and summary["steps"] == 3 * 4 and summary["samples"] == 3 * 16
+    steps = records(tmp_path, "step")
+    for k in range(3):
+        assert [s["staleness"] for s in steps if s["round"] == k] == [0, 1, 2, 3]
+    rounds = records(tmp_path, "round")
+    assert [r["staleness_mean"] for r in rounds] == [1.5] * 3 and {r["staleness_max"] for r in rounds} == {3}
+    for key in ("loss", "grad_norm", "lr", "w_mean", "w_min", "w_max", "clip_frac", "ess", "approx_kl", "entropy"):
+        assert all(key in s for s in steps), key
+    for key in ("reward_mean", "reward_std", "accuracy", "frac_zero_std", "completion_len_mean",
+                "completion_len_max", "truncated_share", "gen_s", "reward_s", "train_s", "gen_tokens_per_s",
+                "samples_per_s"):
+        assert all(key in r for r in rounds), key
+    # The policy moved: later steps of a round see weights different from 1.
+    assert any(abs(s["w_mean"] - 1) > 1e-4 for s in steps if s["staleness"] > 0)
+    out = Path(summary["adapter_dir"])
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert {e["phase"] for e in records(tmp_path, "eval")} == {"before", "after"}
+
+
+def test_behaviour_logprobs_from_sampling_match_training_logprobs_at_step_zero(tmp_path, tiny_model):
+    train(tiny_cfg(tmp_path, rounds=2))
+    for s in records(tmp_path, "step"):
+        if s["staleness"] == 0:  # pi_theta == mu: fp32 numerics only
+            assert s["w_mean"] == pytest.approx(1.0, abs=1e-4)
+            assert s["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+class CancelAfterRounds(Callback):
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def on_round(self, metrics):
+        self.seen += 1
+
+    def should_stop(self):
+        return "cancel" if self.seen >= self.n else None
+
+
+def test_resume_after_round_2_matches_uninterrupted_run(tmp_path, tiny_model):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    train(tiny_cfg(whole, rounds=4))
+    with pytest.raises(Cancelled) as stopped:
+        train(tiny_cfg(broken, rounds=4), callbacks=[CancelAfterRounds(2)])
+    assert stopped.value.request == "cancel"
+    assert (broken / "checkpoints" / "round-000002").is_dir()
+    train(tiny_cfg(broken, rounds=4))
+
+    a = load_file(whole / "checkpoints" / "round-000004" / "trainable.safetensors")
+    b = load_file(broken / "checkpoints" / "round-000004" / "trainable.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for kind in ("step", "round", "eval"):
+        assert [strip_timing(r) for r in records(whole, kind)] == [strip_timing(r) for r in records(broken, kind)]
+
+
+def test_cancel_keeps_the_last_checkpoint_and_metrics(tmp_path, tiny_model):
+    with pytest.raises(Cancelled):
+        train(tiny_cfg(tmp_path, rounds=5, eval_problems=0), callbacks=[CancelAfterRounds(1)])
+    assert (tmp_path / "checkpoints" / "round-000001" / "adapter" / "adapter_config.json").is_file()
+    assert len(records(tmp_path, "round")) == 1
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "pg"])
+def test_baselines_take_one_step_per_round_on_fresh_samples(tmp_path, tiny_model, algorithm):
+    cfg = tiny_cfg(tmp_path, algorithm=algorithm, rounds=2, eval_problems=0, mini_batch_size=8)
+    assert cfg.inference_batch == 8 and cfg.batch_ratio == 1
+    summary = train(cfg)
+    assert summary["steps"] == 2 and summary["samples"] == 16
+    steps = records(tmp_path, "step")
+    assert [s["staleness"] for s in steps] == [0, 0]
+    assert all(s["w_mean"] == pytest.approx(1.0, abs=1e-4) for s in steps)
+
+
+def test_stops_on_total_samples(tmp_path, tiny_model):
+    summary = train(tiny_cfg(tmp_path, rounds=None, max_samples=40, eval_problems=0))
+    assert summary["samples"] == 48 and summary["rounds"] == 3  # first round boundary at or past 40
+
+
+def test_prompt_stream_is_a_pure_function_of_position():
+    first = prompt_indices(10, 0, 25, seed=3)
+    assert prompt_indices(10, 7, 5, seed=3) == first[7:12]
+    assert sorted(first[:10]) == list(range(10))  # each epoch is a permutation
+    assert prompt_indices(10, 0, 10, seed=4) != first[:10]

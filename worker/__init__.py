@@ -1,0 +1,1 @@
+"""The Celery worker: the bridge from a stored job to ``rapid_core.trainer.train``."""

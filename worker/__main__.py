@@ -1,0 +1,30 @@
+"""``python -m worker [celery worker options]``: one job at a time, on this machine's queues."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import uuid
+
+from store.settings import get_settings
+
+
+def default_queues() -> str:
+    # nvidia-smi, not torch.cuda: the prefork parent must not initialise CUDA before it forks.
+    return "cpu,cuda" if shutil.which("nvidia-smi") else "cpu"
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    settings.ensure_dirs()
+    from worker.app import celery
+
+    queues = settings.worker_queues or default_queues()
+    name = f"rapid-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    args = ["worker", "-Q", queues, "-c", "1", "-n", name, "--loglevel", "INFO", *(argv or [])]
+    celery.worker_main(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
