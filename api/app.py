@@ -9,7 +9,7 @@ from prometheus_client import Counter, Histogram
 
 from api.deps import Runtime
 from api.errors import install_error_handlers
-from api.routes import files, jobs, ops
+from api.routes import files, graders, jobs, ops
 from store.artifacts import LocalArtifacts
 from store.broker import make_celery
 from store.db import make_engine, make_sessionmaker
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         celery=make_celery(settings),
     )
     install_error_handlers(app)
-    for router in (files.router, jobs.router, ops.router):
+    for router in (files.router, jobs.router, graders.router, ops.router):
         app.include_router(router)
 
     @app.middleware("http")

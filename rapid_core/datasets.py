@@ -20,15 +20,7 @@ from typing import Any
 
 from rapid_core.errors import DatasetError, GraderError
 from rapid_core.registry import Registry
-from rapid_core.tasks import (
-    ARITHMETIC_OPTIONS,
-    ARITHMETIC_SYSTEM,
-    MATH_SYSTEM,
-    _arith_record,
-    arithmetic_problems,
-    chat,
-    read_jsonl,
-)
+from rapid_core.tasks import MATH_SYSTEM, arithmetic_task, chat, read_jsonl
 
 Record = dict[str, Any]
 GSM8K_SYSTEM = "Solve the problem step by step. End with '#### <number>'."
@@ -231,11 +223,10 @@ def _minif2f(split: str, source: str | None) -> list[Record]:
 
 
 def _arithmetic(split: str, source: str | None) -> list[Record]:
-    opts = ARITHMETIC_OPTIONS
-    n = opts["n_train"] if split == "train" else opts["n_eval"]
-    kw = {"digits": opts["digits"], "operators": opts["operators"]}
-    problems = arithmetic_problems(n, held_out=split == "test", seed=0, **kw)
-    return [_arith_record(*p, ARITHMETIC_SYSTEM) for p in problems]
+    from rapid_core.config import make_config
+
+    data = arithmetic_task(make_config())  # the built-in task with its default options
+    return data.train if split == "train" else data.eval
 
 
 DATASETS.register("minif2f")(Adapter(_minif2f, ("valid", "test"), {"type": "lean"}))

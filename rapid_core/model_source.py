@@ -47,8 +47,10 @@ def resolve_model(name: str) -> ModelSource:
         gguf = _smollm2_gguf()
         return ModelSource(name, str(gguf.parent), gguf.name)
     if name == TINY_ALIAS:
-        _smollm2_gguf()  # the tiny model borrows SmolLM2's tokenizer
-        return ModelSource(name, str(cache_dir() / TINY_ALIAS))
+        tiny = cache_dir() / TINY_ALIAS
+        if not (tiny / "config.json").is_file():
+            _smollm2_gguf()  # built on first use with SmolLM2's tokenizer
+        return ModelSource(name, str(tiny))
     p = Path(name).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():

@@ -19,9 +19,9 @@ from rapid_core.callbacks import Callback, CallbackList
 from rapid_core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rapid_core.config import TrainConfig
 from rapid_core.engines import Rollouts, Sampling, make_engine
-from rapid_core.errors import Cancelled, ConfigError
+from rapid_core.errors import Cancelled, ConfigError, GraderError
 from rapid_core.evaluation import evaluate
-from rapid_core.graders import build_grader, status_counts
+from rapid_core.graders import build_grader, checker_health, grade_latency_stats, status_counts
 from rapid_core.logprobs import completion_logps
 from rapid_core.losses import LOSSES, LossSettings
 from rapid_core.models import Policy, load_policy, prompt_token_ids, save_adapter
@@ -61,11 +61,17 @@ class Trainer:
         self.callbacks = CallbackList(cbs + list(callbacks or []))
         self.loss_fn = LOSSES.get(cfg.algorithm, "algorithm")
         self.loss_settings = LossSettings(
-            is_level=cfg.is_level, is_clip=cfg.is_clip, norm=cfg.norm, max_new_tokens=cfg.max_new_tokens,
-            ppo_epsilon=cfg.ppo_epsilon, kl_beta=cfg.kl_beta,
+            is_level=cfg.is_level,
+            is_clip=cfg.is_clip,
+            norm=cfg.norm,
+            max_new_tokens=cfg.max_new_tokens,
+            ppo_epsilon=cfg.ppo_epsilon,
+            kl_beta=cfg.kl_beta,
         )
         if cfg.kl_beta > 0 and cfg.finetune != "lora":
-            raise ConfigError("a KL reference needs finetune=lora (the base model with the adapter off)", "kl_beta")
+            raise ConfigError(
+                "a KL reference needs finetune=lora (the base model with the adapter off)", "kl_beta"
+            )
 
     # --- setup -----------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -87,8 +93,15 @@ class Trainer:
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
         self.prompts = [prompt_token_ids(self.policy.tokenizer, r["messages"]) for r in self.task.train]
-        self.state: dict[str, Any] = {"round": 0, "step": 0, "samples": 0, "position": 0, "elapsed_s": 0.0,
-                                      "trained_tokens": 0, "eval_before": None}
+        self.state: dict[str, Any] = {
+            "round": 0,
+            "step": 0,
+            "samples": 0,
+            "position": 0,
+            "elapsed_s": 0.0,
+            "trained_tokens": 0,
+            "eval_before": None,
+        }
         ckpt = latest_checkpoint(self.out)
         if ckpt is not None:
             self.state.update(load_checkpoint(ckpt, self.policy, self.optimizer, self.scheduler))
@@ -114,11 +127,18 @@ class Trainer:
         (self.out / "config.json").write_text(json.dumps(self.cfg.model_dump(), indent=2))
         self._setup()
         cfg = self.cfg
-        self.callbacks.on_start({
-            "algorithm": cfg.algorithm, "inference_batch": cfg.inference_batch, "batch_ratio": cfg.batch_ratio,
-            "mini_batch_size": cfg.mini_batch_size, "start_round": self.state["round"],
-            "total_rounds": self._total_rounds(), "device": str(self.policy.device), "dtype": str(self.policy.dtype),
-        })
+        self.callbacks.on_start(
+            {
+                "algorithm": cfg.algorithm,
+                "inference_batch": cfg.inference_batch,
+                "batch_ratio": cfg.batch_ratio,
+                "mini_batch_size": cfg.mini_batch_size,
+                "start_round": self.state["round"],
+                "total_rounds": self._total_rounds(),
+                "device": str(self.policy.device),
+                "dtype": str(self.policy.dtype),
+            }
+        )
         if cfg.eval_problems and cfg.eval_before and self.state["eval_before"] is None:
             self.state["eval_before"] = self._evaluate("before")
         while not self._done():
@@ -131,10 +151,15 @@ class Trainer:
         final = self.out / "adapter"
         save_adapter(self.policy, final)
         summary = {
-            "algorithm": cfg.algorithm, "rounds": self.state["round"], "steps": self.state["step"],
-            "samples": self.state["samples"], "trained_tokens": self.state["trained_tokens"],
-            "train_seconds": self.state["elapsed_s"], "eval_before": self.state["eval_before"],
-            "eval_after": self._evaluate("after") if cfg.eval_problems else None, "adapter_dir": str(final),
+            "algorithm": cfg.algorithm,
+            "rounds": self.state["round"],
+            "steps": self.state["step"],
+            "samples": self.state["samples"],
+            "trained_tokens": self.state["trained_tokens"],
+            "train_seconds": self.state["elapsed_s"],
+            "eval_before": self.state["eval_before"],
+            "eval_after": self._evaluate("after") if cfg.eval_problems else None,
+            "adapter_dir": str(final),
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         self.callbacks.on_end(summary)
@@ -147,16 +172,22 @@ class Trainer:
         # 1-2. mu := pi_theta (the engine samples from the current weights); draw P prompts x G.
         self.engine.sync_policy(k)
         idx = prompt_indices(len(self.prompts), self.state["position"], cfg.round_prompts, cfg.seed)
-        rollouts = self.engine.generate([self.prompts[i] for i in idx], cfg.group_size,
-                                        Sampling(cfg.temperature, cfg.max_new_tokens))
+        rollouts = self.engine.generate(
+            [self.prompts[i] for i in idx], cfg.group_size, Sampling(cfg.temperature, cfg.max_new_tokens)
+        )
         t_gen = time.perf_counter()
         # 3. rewards.
         records = [self.task.train[i] for i in idx for _ in range(cfg.group_size)]
         grades = self.grader.grade_batch(records, rollouts.texts)
+        healthy, why = checker_health(grades)
+        if not healthy:  # the checker, not the policy, is failing: training on its zeros is meaningless
+            raise GraderError(why)
         rewards = torch.tensor([g.score for g in grades], dtype=torch.float32)
         t_reward = time.perf_counter()
         # 4. group advantages.
-        adv, zero_std = group_advantages(rewards, cfg.group_size, scale=cfg.adv_scale, baseline=cfg.adv_baseline)
+        adv, zero_std = group_advantages(
+            rewards, cfg.group_size, scale=cfg.adv_scale, baseline=cfg.adv_baseline
+        )
         keep = torch.arange(len(rewards))
         if cfg.drop_zero_std:
             keep = keep[~zero_std.repeat_interleave(cfg.group_size)]
@@ -174,19 +205,31 @@ class Trainer:
         self.state["samples"] += len(rollouts)
         lengths = torch.tensor([len(c) for c in rollouts.completion_ids], dtype=torch.float32)
         wall = t_train - t0
-        self.callbacks.on_round({
-            "round": k, "step": self.state["step"], "samples": self.state["samples"],
-            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
-            "accuracy": sum(g.status == "ok" for g in grades) / len(grades),
-            "frac_zero_std": float(zero_std.float().mean()),
-            "completion_len_mean": float(lengths.mean()), "completion_len_max": int(lengths.max()),
-            "truncated_share": sum(f == "length" for f in rollouts.finish_reasons) / len(rollouts),
-            "staleness_mean": (len(minibatches) - 1) / 2, "staleness_max": max(len(minibatches) - 1, 0),
-            "gen_s": t_gen - t0, "reward_s": t_reward - t_gen, "train_s": t_train - t_reward,
-            "round_s": wall, "gen_tokens_per_s": rollouts.generated_tokens / max(t_gen - t0, 1e-9),
-            "samples_per_s": len(rollouts) / max(wall, 1e-9), "grader_status": status_counts(grades),
-            "example": {"completion": rollouts.texts[0], "reward": float(rewards[0])},
-        })
+        self.callbacks.on_round(
+            {
+                "round": k,
+                "step": self.state["step"],
+                "samples": self.state["samples"],
+                "reward_mean": float(rewards.mean()),
+                "reward_std": float(rewards.std(unbiased=False)),
+                "accuracy": sum(g.status == "ok" for g in grades) / len(grades),
+                "frac_zero_std": float(zero_std.float().mean()),
+                "completion_len_mean": float(lengths.mean()),
+                "completion_len_max": int(lengths.max()),
+                "truncated_share": sum(f == "length" for f in rollouts.finish_reasons) / len(rollouts),
+                "staleness_mean": (len(minibatches) - 1) / 2,
+                "staleness_max": max(len(minibatches) - 1, 0),
+                "gen_s": t_gen - t0,
+                "reward_s": t_reward - t_gen,
+                "train_s": t_train - t_reward,
+                "round_s": wall,
+                "gen_tokens_per_s": rollouts.generated_tokens / max(t_gen - t0, 1e-9),
+                "samples_per_s": len(rollouts) / max(wall, 1e-9),
+                "grader_status": status_counts(grades),
+                "grader_latency_s": grade_latency_stats(grades),
+                "example": {"completion": rollouts.texts[0], "reward": float(rewards[0])},
+            }
+        )
 
     def _optimizer_step(self, batch: Batch, mb: list[int], staleness: int) -> dict[str, Any]:
         cfg, r = self.cfg, batch.rollouts
@@ -232,9 +275,16 @@ class Trainer:
         self.state["step"] += 1
         self.state["trained_tokens"] += total_tokens
         return {
-            "round": self.state["round"], "step": self.state["step"], "staleness": staleness,
-            "loss": loss_total, "grad_norm": grad_norm, "lr": lr, "samples": len(mb), "tokens": total_tokens,
-            "entropy": ent_sum / max(total_tokens, 1), **agg,
+            "round": self.state["round"],
+            "step": self.state["step"],
+            "staleness": staleness,
+            "loss": loss_total,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "samples": len(mb),
+            "tokens": total_tokens,
+            "entropy": ent_sum / max(total_tokens, 1),
+            **agg,
         }
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -244,8 +294,15 @@ class Trainer:
             raise Cancelled(request)
 
     def _checkpoint(self) -> None:
-        path = save_checkpoint(self.out, self.state["round"], self.policy, self.optimizer, self.scheduler,
-                               dict(self.state), keep=self.cfg.keep_checkpoints)
+        path = save_checkpoint(
+            self.out,
+            self.state["round"],
+            self.policy,
+            self.optimizer,
+            self.scheduler,
+            dict(self.state),
+            keep=self.cfg.keep_checkpoints,
+        )
         self.callbacks.on_checkpoint(path, self.state["round"])
 
     def _evaluate(self, phase: str) -> dict[str, Any]:
@@ -253,12 +310,21 @@ class Trainer:
         records = self.task.eval[: cfg.eval_problems]
         with torch.random.fork_rng():  # evaluation must not shift the training RNG stream
             torch.manual_seed(cfg.seed + (0 if phase == "before" else 1))
-            metrics = evaluate(self.engine, self.policy.tokenizer, self.grader, records, k=cfg.eval_k,
-                               temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+            metrics = evaluate(
+                self.engine,
+                self.policy.tokenizer,
+                self.grader,
+                records,
+                k=cfg.eval_k,
+                temperature=cfg.temperature,
+                max_new_tokens=cfg.max_new_tokens,
+            )
         self.callbacks.on_eval(phase, metrics)
         return metrics
 
 
-def train(cfg: TrainConfig, callbacks: list[Callback] | None = None, progress: bool = False) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, callbacks: list[Callback] | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Run a whole job; resumes from the newest checkpoint in ``cfg.output_dir`` if there is one."""
     return Trainer(cfg, callbacks, progress=progress).run()

@@ -12,11 +12,13 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from rapid_core.callbacks import Callback
+from rapid_core.graders.base import FAILURES
 from store.artifacts import Artifacts, put_directory_archive
 from store.models import Checkpoint
 from store.repos import Checkpoints, Events, Jobs, Metrics
 
 STOP_POLL_SECONDS = 0.25
+PERCENTILES = ("p50", "p90", "p99")
 
 
 def jsonable(value: Any) -> Any:
@@ -44,6 +46,23 @@ def jsonable(value: Any) -> Any:
 def _fmt(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
     parts = [f"{k} {metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), int | float)]
     return ", ".join(parts)
+
+
+def grader_trouble(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(message, data) of a round in which the grader timed out, crashed or lost its sandbox."""
+    counts = metrics.get("grader_status") or {}
+    failed = {s: counts[s] for s in FAILURES if counts.get(s)}
+    if not failed:
+        return None
+    latency = metrics.get("grader_latency_s") or {}
+    total = sum(v for v in counts.values() if isinstance(v, int))
+    what = ", ".join(f"{s} {n}" for s, n in failed.items())
+    times = ", ".join(f"{p} {latency[p]:.3g}s" for p in PERCENTILES if isinstance(latency.get(p), int | float))
+    message = f"Round {metrics.get('round')}: the grader failed on {sum(failed.values())} of {total} samples"
+    message += f" ({what})" + (f"; grader latency {times}" if times else "")
+    data = {"round": metrics.get("round"), "grader_status": counts,
+            "grader_latency_s": {p: latency.get(p) for p in PERCENTILES}}  # fmt: skip
+    return message, data
 
 
 class JobRecorder(Callback):
@@ -94,6 +113,9 @@ class JobRecorder(Callback):
             Metrics(s).add(self.job_id, "round", metrics, step=self.step, round=round_index)
             summary = _fmt(metrics, ("reward_mean", "accuracy", "frac_zero_std", "samples_per_s"))
             Events(s).add(self.job_id, f"Round {round_index}: {summary}", type="metrics", data=metrics)
+            trouble = grader_trouble(metrics)
+            if trouble:
+                Events(s).add(self.job_id, trouble[0], level="warn", data=trouble[1])
             s.commit()
 
     def on_checkpoint(self, path: Path, round_index: int) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -79,6 +80,14 @@ def create_file(
         store.put_file(file.storage_key, path)
     s.commit()
     return file
+
+
+def read_records(store: Artifacts, file: File) -> Iterator[dict[str, Any]]:
+    """The file's records in order; upload checked that every non-blank line is a JSON object."""
+    with store.open(file.storage_key) as f:
+        for raw in f:
+            if raw.strip():
+                yield json.loads(raw)
 
 
 def get_file(s: Session, project_id: str, file_id: str, param: str = "file_id") -> File:

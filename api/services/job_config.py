@@ -11,8 +11,10 @@ import math
 from typing import Any
 
 from api.errors import InvalidRequest
+from api.services.files import read_records
 from rapid_core.config import TrainConfig, make_config
-from rapid_core.errors import ConfigError
+from rapid_core.errors import ConfigError, DatasetError
+from store.artifacts import Artifacts
 from store.models import File
 from store.settings import Settings
 
@@ -60,10 +62,11 @@ def _check_limits(hp: dict[str, Any]) -> None:
 
 def build_job_config(
     *, model: str, grader: dict[str, Any], hyperparameters: dict[str, Any], seed: int,
-    training: File, validation: File | None, settings: Settings,
+    training: File, validation: File | None, settings: Settings, artifacts: Artifacts | None = None,
 ) -> tuple[dict[str, Any], str]:  # fmt: skip
-    """Validated TrainConfig values (without paths) and the queue the job goes to."""
-    _check_grader(grader, training, validation)
+    """Validated TrainConfig values (without paths) and the queue the job goes to. With ``artifacts``,
+    a file that lacks a field the grader reads is refused naming its first such line."""
+    _check_grader(grader, training, validation, artifacts)
     _check_model(model)
     hp = dict(hyperparameters)
     reserved = sorted(RESERVED & set(hp))
@@ -97,7 +100,9 @@ def _make(values: dict[str, Any], source: dict[str, str]) -> TrainConfig:
         raise _fail(err.reason, field) from None
 
 
-def _check_grader(grader: dict[str, Any], training: File, validation: File | None) -> None:
+def _check_grader(
+    grader: dict[str, Any], training: File, validation: File | None, artifacts: Artifacts | None
+) -> None:
     from rapid_core.graders import GRADERS, build_grader
 
     kind = grader.get("type")
@@ -106,14 +111,27 @@ def _check_grader(grader: dict[str, Any], training: File, validation: File | Non
             f"Grader type {kind!r} is not supported; supported: {', '.join(GRADERS.names())}",
             "method.reinforcement.grader.type", "unsupported_grader",
         )  # fmt: skip
-    needed = build_grader(grader).required_fields()
+    built = build_grader(grader)
+    needed = built.required_fields()
     for param, file in (("training_file", training), ("validation_file", validation)):
-        missing = sorted(needed - set(file.fields)) if file is not None else []
-        if missing:
-            raise InvalidRequest(
-                f"The grader reads field(s) {missing} that not every record of {file.id} has", param,
-                "missing_grader_fields",
-            )  # fmt: skip
+        # Upload stored the fields every record has: only a file that lacks one is read again.
+        if file is None or needed <= set(file.fields):
+            continue
+        message = f"The grader reads field(s) {sorted(needed - set(file.fields))} that not every record has"
+        if artifacts is not None:
+            message = _first_bad_record(artifacts, file, built) or message
+        raise InvalidRequest(f"{param} {file.id}: {message}", param, "missing_grader_fields")
+
+
+def _first_bad_record(artifacts: Artifacts, file: File, grader: Any) -> str | None:
+    """The first line of ``file`` that lacks a field ``grader`` reads, as rapid_core words it."""
+    from rapid_core.datasets import validate_records_for_grader
+
+    try:
+        validate_records_for_grader(read_records(artifacts, file), grader)
+    except DatasetError as err:
+        return str(err)
+    return None
 
 
 def _check_model(model: str) -> None:

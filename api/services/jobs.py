@@ -26,7 +26,7 @@ def create_job(s: Session, rt: Runtime, project_id: str, req: JobCreate) -> Job:
     r = req.method.reinforcement
     config, queue = build_job_config(
         model=req.model, grader=r.grader, hyperparameters=r.hyperparameters, seed=seed,
-        training=training, validation=validation, settings=rt.settings,
+        training=training, validation=validation, settings=rt.settings, artifacts=rt.artifacts,
     )  # fmt: skip
     job = Job(project_id=project_id, model=req.model, training_file=training.id,
               validation_file=validation.id if validation else None, seed=seed, suffix=req.suffix,

@@ -1,17 +1,23 @@
-"""The ``hf`` engine: a batched KV-cache decode loop over the transformers model being trained.
+"""The ``hf`` engine: a batched KV-cache decode loop in transformers.
 
 A hand-written loop rather than ``generate()``: it returns the sampled tokens' log-probs at the
 sampling temperature from the same forward pass (no second pass, no stored vocabulary-sized logits),
 and it samples exactly softmax(logits / T) (top_p = 1, top_k = 0), so mu is what was sampled.
+What makes it fast (docs/perf-notes.md): it samples from a merged copy of the policy in the compute
+dtype (``SamplingModel``), runs the prompt forward pass once per distinct prompt and copies its KV
+cache to the prompt's G rows, and drops finished rows from the batch.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from transformers import DynamicCache
 
 from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
-from rapid_core.models import Policy, autocast
+from rapid_core.engines.sampling_model import SamplingModel
+from rapid_core.models import Policy
 
 
 def sample_categorical(logp: torch.Tensor) -> torch.Tensor:
@@ -22,11 +28,20 @@ def sample_categorical(logp: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, u).squeeze(1).clamp(max=logp.shape[1] - 1)
 
 
+def _cache_kwarg(decoder) -> str:
+    """transformers 5.2x renamed ``past_key_values`` to ``cache``; 5.17 (the GPU machine) has the old name."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
 @ENGINES.register("hf")
 class HFEngine(Engine):
+    # Drop finished rows once this share of the live batch has finished (each drop copies the cache).
+    DROP_SHARE = 0.125
+
     def __init__(self, policy: Policy, micro_batch: int = 64, **_: object):
         self.policy = policy
         self.micro_batch = micro_batch
+        self.sampler = SamplingModel(policy)
         tok = policy.tokenizer
         eos = policy.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
@@ -35,13 +50,15 @@ class HFEngine(Engine):
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> Rollouts:
         rows = [p for p in prompts for _ in range(n)]
-        # Longest prompts first so each micro-batch holds similar lengths (less left padding).
+        # Longest prompts first so each micro-batch holds similar lengths (less left padding); the
+        # sort is stable, so the n copies of a prompt stay together and share one prompt pass.
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         completions: list[list[int]] = [[] for _ in rows]
         logps: list[list[float]] = [[] for _ in rows]
+        model = self.sampler.get()
         for start in range(0, len(order), self.micro_batch):
             idx = order[start : start + self.micro_batch]
-            toks, lps = self._decode([rows[i] for i in idx], sampling)
+            toks, lps = self._decode(model, [rows[i] for i in idx], sampling)
             for j, i in enumerate(idx):
                 completions[i], logps[i] = toks[j], lps[j]
         eos = set(self.eos_ids.tolist())
@@ -49,49 +66,63 @@ class HFEngine(Engine):
         texts = self.policy.tokenizer.batch_decode(completions, skip_special_tokens=True)
         return Rollouts(rows, completions, logps, texts, finish)
 
-    @torch.no_grad()
-    def _decode(self, prompts: list[list[int]], sampling: Sampling) -> tuple[list[list[int]], list[list[float]]]:
-        policy, device = self.policy, self.policy.device
-        b, width = len(prompts), max(len(p) for p in prompts)
-        input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((b, width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding: every row's next token is at the same column
+    @torch.inference_mode()
+    def _decode(self, model, prompts: list[list[int]], sampling: Sampling) -> tuple[list[list[int]], list[list[float]]]:
+        device, steps = self.policy.device, sampling.max_new_tokens
+        decoder, lm_head = model.model, model.lm_head
+        cache_kw = _cache_kwarg(decoder)
+        distinct: dict[tuple[int, ...], int] = {}
+        copy_of = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=device)
+        uniq = [list(p) for p in distinct]
+        width = max(len(p) for p in uniq)
+        input_ids = torch.full((len(uniq), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(uniq), width), dtype=torch.long)
+        for i, p in enumerate(uniq):  # left padding: every row's next token is at the same column
             input_ids[i, width - len(p) :] = torch.tensor(p)
             attention[i, width - len(p) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        tokens, token_logps = [], []
-        done = torch.zeros(b, dtype=torch.bool, device=device)
-        next_pos = positions[:, -1:] + 1
-        decoder, lm_head = policy.lm_parts()
 
         def next_logits(**inputs) -> torch.Tensor:
             # Output layer on the last position only, as a 2-D matmul (a 3-D slice here makes
             # torch expand the tied weight per row: a 1.8 G-element copy for SmolLM2 at batch 64).
-            hidden = decoder(**inputs, past_key_values=cache, use_cache=True).last_hidden_state
+            hidden = decoder(**inputs, **{cache_kw: cache}, use_cache=True).last_hidden_state
             return lm_head(hidden[:, -1, :].contiguous()).float()
 
-        with autocast(device, policy.dtype):
-            logits = next_logits(input_ids=input_ids, attention_mask=attention, position_ids=positions)
-            for _ in range(sampling.max_new_tokens):
-                if sampling.greedy:
-                    logp = torch.log_softmax(logits, dim=-1)
-                    nxt = logp.argmax(dim=-1)
-                else:
-                    logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
-                    nxt = sample_categorical(logp)
-                nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
-                tokens.append(nxt)
-                token_logps.append(logp.gather(1, nxt[:, None]).squeeze(1))
-                done = done | torch.isin(nxt, self.eos_ids)
-                if bool(done.all()):
-                    break
-                attention = torch.cat([attention, attention.new_ones((b, 1))], dim=1)
-                logits = next_logits(input_ids=nxt[:, None], attention_mask=attention, position_ids=next_pos)
-                next_pos = next_pos + 1
-        tok = torch.stack(tokens, 1).cpu()
-        lp = torch.stack(token_logps, 1).float().cpu()
+        logits = next_logits(input_ids=input_ids, attention_mask=attention, position_ids=positions)
+        if len(uniq) < len(prompts):  # one prompt pass per distinct prompt, copied to its rows
+            cache.batch_select_indices(copy_of)
+            logits, attention = logits[copy_of], attention[copy_of]
+        next_pos = positions[copy_of, -1:] + 1
+        b = len(prompts)
+        out_tok = torch.full((b, steps), self.pad_id, dtype=torch.long, device=device)
+        out_lp = torch.zeros((b, steps), dtype=torch.float32, device=device)
+        live = torch.arange(b, device=device)  # original row of each row still in the batch
+        done = torch.zeros(b, dtype=torch.bool, device=device)  # finished, not yet dropped
+        for t in range(steps):
+            if sampling.greedy:
+                logp = torch.log_softmax(logits, dim=-1)
+                nxt = logp.argmax(dim=-1)
+            else:
+                logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
+                nxt = sample_categorical(logp)
+            rec = ~done
+            out_tok[live[rec], t] = nxt[rec]
+            out_lp[live[rec], t] = logp.gather(1, nxt[:, None]).squeeze(1)[rec].float()
+            done = done | torch.isin(nxt, self.eos_ids)
+            n_done = int(done.sum())
+            if n_done == len(live) or t == steps - 1:
+                break
+            if n_done and n_done >= self.DROP_SHARE * len(live):
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, nxt, attention, next_pos = live[keep], nxt[keep], attention[keep], next_pos[keep]
+                done = done[keep]
+            attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
+            logits = next_logits(input_ids=nxt[:, None], attention_mask=attention, position_ids=next_pos)
+            next_pos = next_pos + 1
+        tok, lp = out_tok.cpu(), out_lp.cpu()
         eos = set(self.eos_ids.tolist())
         out_tokens, out_logps = [], []
         for i in range(b):

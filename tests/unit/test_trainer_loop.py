@@ -131,3 +131,16 @@ def test_prompt_stream_is_a_pure_function_of_position():
     assert prompt_indices(10, 7, 5, seed=3) == first[7:12]
     assert sorted(first[:10]) == list(range(10))  # each epoch is a permutation
     assert prompt_indices(10, 0, 10, seed=4) != first[:10]
+
+
+@register_grader("test_always_broken")
+class AlwaysBroken(Grader):
+    def grade(self, item, output_text):
+        return Grade(0.0, "error", "checker crashed: KeyError 'tests'")
+
+
+def test_a_checker_failing_on_most_samples_fails_the_run_with_a_clear_message(tmp_path, tiny_model):
+    from rapid_core.errors import GraderError
+
+    with pytest.raises(GraderError, match="grader failed on 16 of 16 samples"):
+        train(tiny_cfg(tmp_path, grader={"type": "test_always_broken"}, eval_problems=0))
