@@ -66,7 +66,8 @@ def compare(model_dir: str, total: int, out_root: Path) -> list[dict]:
 
     rows = []
     common = dict(model=model_dir, group_size=8, mini_batch_size=64, max_new_tokens=64, eval_problems=0,
-                  dtype="bf16", max_samples=total, rounds=None, temperature=1.0)
+                  dtype="bf16", max_samples=total, rounds=None, temperature=1.0,
+                  gen_micro_batch=512 if torch.cuda.is_available() else 64)
     for algo, extra in (("rapid", {"prompts_per_round": 64}), ("grpo", {}), ("pg", {})):
         out = out_root / algo
         t = time.perf_counter()
