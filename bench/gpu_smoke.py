@@ -19,7 +19,7 @@ import torch
 
 def sync() -> None:
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
 
 
 def build_random_smollm2(dest: Path) -> str:

@@ -10,6 +10,7 @@ random tokens of fixed length, so every row of a step has the same length.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from typing import Any
@@ -24,14 +25,14 @@ from rapid_core.models import load_policy, prompt_token_ids  # noqa: E402
 from rapid_core.tasks import load_task  # noqa: E402
 
 
-def step_times(policy, prompts, m: int, length: int, repeats: int) -> list[float]:
+def step_times(policy, prompts, m: int, length: int, repeats: int, group: int) -> list[float]:
     device = policy.device
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-5)
     gen = torch.Generator().manual_seed(0)
     vocab = policy.model.config.vocab_size
     times = []
     for r in range(repeats + 1):  # the first is warm-up
-        rows = [prompts[(r * m + i) % len(prompts)] for i in range(m)]
+        rows = [prompts[(r * m + i // group) % len(prompts)] for i in range(m)]
         comps = torch.randint(0, vocab, (m, length), generator=gen).tolist()
         sync(device)
         start = time.perf_counter()
@@ -59,6 +60,8 @@ def main() -> None:
     p.add_argument("--mini-batches", type=int, nargs="+", default=[8, 32])
     p.add_argument("--lengths", type=int, nargs="+", default=[16, 64], help="completion tokens per row")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--groups", type=int, nargs="+", default=[1, 8],
+                   help="rows per distinct prompt in a mini-batch (1: all distinct; G: whole groups, as grpo)")
     args = p.parse_args()
     apply_threads(args.threads)
     rows: list[dict[str, Any]] = []
@@ -68,20 +71,19 @@ def main() -> None:
         policy = load_policy(cfg)
         prompts = [prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg).train[:256]]
         prompt_len = statistics.mean(len(x) for x in prompts)
-        for m in args.mini_batches:
-            for length in args.lengths:
-                t = step_times(policy, prompts, m, length, args.repeats)
-                med = statistics.median(t)
-                rows.append({"finetune": finetune, "dtype": str(policy.dtype).removeprefix("torch."),
-                             "device": str(pick_device(args.device)), "mini_batch": m, "completion_len": length,
-                             "prompt_len_mean": prompt_len, "step_s": med, "step_s_all": t,
-                             "samples_per_s": m / med, "tokens_per_s": m * (prompt_len + length) / med})
-                print(rows[-1], flush=True)
+        for m, length, group in itertools.product(args.mini_batches, args.lengths, args.groups):
+            t = step_times(policy, prompts, m, length, args.repeats, group)
+            med = statistics.median(t)
+            rows.append({"finetune": finetune, "dtype": str(policy.dtype).removeprefix("torch."),
+                         "device": str(pick_device(args.device)), "mini_batch": m, "completion_len": length, "rows_per_prompt": group,
+                         "prompt_len_mean": prompt_len, "step_s": med, "step_s_all": t,
+                         "samples_per_s": m / med, "tokens_per_s": m * (prompt_len + length) / med})
+            print(rows[-1], flush=True)
         del policy
-    print(f"{'finetune':>8} {'dtype':>9} {'m':>4} {'len':>4} {'step s':>8} {'samples/s':>9} {'tokens/s':>9}")
+    print(f"{'finetune':>8} {'dtype':>9} {'m':>4} {'len':>4} {'G':>3} {'step s':>8} {'samples/s':>9} {'tokens/s':>9}")
     for r in rows:
         print(f"{r['finetune']:>8} {r['dtype']:>9} {r['mini_batch']:>4} {r['completion_len']:>4} "
-              f"{r['step_s']:>8.2f} {r['samples_per_s']:>9.1f} {r['tokens_per_s']:>9.0f}")
+              f"{r['rows_per_prompt']:>3} {r['step_s']:>8.2f} {r['samples_per_s']:>9.1f} {r['tokens_per_s']:>9.0f}")
     save({"machine": machine(), "settings": vars(args), "rows": rows}, args.out, "train_step.json")
 
 
