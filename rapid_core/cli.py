@@ -99,7 +99,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, output_dir=args.output_dir or "runs/eval")
+    cfg = config_from_args(args)
     from rapid_core.engines import make_engine
     from rapid_core.evaluation import evaluate
     from rapid_core.graders import build_grader

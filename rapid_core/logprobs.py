@@ -2,13 +2,19 @@
 
 Only completion positions reach the output layer, in chunks, each recomputed in backward
 (activation checkpointing): no (batch x length x vocabulary) float32 tensor is ever held.
+Each distinct prompt of a mini-batch goes through the model once; its KV cache is copied to the rows
+that share it and the completions run on top (the gradient of the copies adds up in the prompt
+pass). With G samples per prompt this removes most of the prompt tokens from the step: for
+arithmetic prompts are ~47 tokens and completions ~10 (docs/perf-notes.md).
 """
 
 from __future__ import annotations
 
 import torch
 from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
 
+from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded
 from rapid_core.models import Policy, autocast
 
 CHUNK_TOKENS = 1024
@@ -33,29 +39,38 @@ def completion_logps(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return (logp [n, Tc], entropy [n, Tc], mask [n, Tc]) for each sample's completion tokens.
 
-    Sequences are prompt + completion, right padded, so positions start at 0 for every row.
+    Layout as in generation: left-padded prompts, then right-padded completions on their KV cache.
     ``use_reference`` runs the KL reference (adapter disabled) without gradient.
     """
-    device = policy.device
+    device, pad = policy.device, policy.tokenizer.pad_token_id
     n = len(prompts)
-    lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
-    width, comp_width = max(lengths), max(max(len(c) for c in completions), 1)
-    ids = torch.full((n, width), policy.tokenizer.pad_token_id, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    target_mask = torch.zeros((n, width), dtype=torch.bool)  # positions whose NEXT token is a target
-    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        attention[i, : len(p) + len(c)] = 1
-        target_mask[i, len(p) - 1 : len(p) + len(c) - 1] = True
-    ids, attention, target_mask = ids.to(device), attention.to(device), target_mask.to(device)
-    targets = ids[:, 1:][target_mask[:, :-1]]
+    comp_width = max(max(len(c) for c in completions), 1)
+    comp_ids = torch.full((n, comp_width), pad, dtype=torch.long)
+    mask = torch.zeros((n, comp_width), dtype=torch.bool)
+    for i, c in enumerate(completions):
+        comp_ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        mask[i, : len(c)] = True
+    comp_ids, mask = comp_ids.to(device), mask.to(device)
+    targets = comp_ids[mask]
+    uniq, copy_of = distinct_prompts(prompts, device)
+    prompt_ids, prompt_att, prompt_pos = left_padded(uniq, pad, device)
 
     decoder, lm_head = policy.lm_parts()
     ctx = policy.reference_context() if use_reference else torch.enable_grad()
     grad = torch.no_grad() if use_reference else torch.enable_grad()
     with ctx, grad, autocast(device, policy.dtype):
-        hidden = decoder(input_ids=ids, attention_mask=attention).last_hidden_state
-        selected = hidden[target_mask]
+        cache = DynamicCache()
+        kw = {cache_kwarg(decoder): cache, "use_cache": True}
+        last = decoder(input_ids=prompt_ids, attention_mask=prompt_att, position_ids=prompt_pos,
+                       **kw).last_hidden_state[:, -1]
+        if len(uniq) < n:
+            cache.batch_select_indices(copy_of)
+        attention = torch.cat([prompt_att[copy_of], mask.long()], dim=1)
+        positions = prompt_pos[copy_of, -1:] + 1 + torch.arange(comp_width, device=device)
+        hidden = decoder(input_ids=comp_ids, attention_mask=attention, position_ids=positions,
+                         **kw).last_hidden_state
+        # Completion token j is predicted from the prompt's last position (j = 0) or completion j - 1.
+        selected = torch.cat([last[copy_of][:, None], hidden[:, :-1]], dim=1)[mask]
         weight = lm_head.weight
         logps, ents = [], []
         for s in range(0, selected.shape[0], CHUNK_TOKENS):
@@ -68,9 +83,6 @@ def completion_logps(
             ents.append(ent)
     flat_logp, flat_ent = torch.cat(logps), torch.cat(ents)
 
-    mask = torch.zeros((n, comp_width), dtype=torch.bool, device=device)
-    for i, c in enumerate(completions):
-        mask[i, : len(c)] = True
     logp = torch.zeros((n, comp_width), dtype=torch.float32, device=device)
     entropy = torch.zeros((n, comp_width), dtype=torch.float32, device=device)
     logp = logp.masked_scatter(mask, flat_logp)

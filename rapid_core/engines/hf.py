@@ -10,13 +10,12 @@ cache to the prompt's G rows, and drops finished rows from the batch.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers import DynamicCache
 
 from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
 from rapid_core.engines.sampling_model import SamplingModel
+from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded
 from rapid_core.models import Policy
 
 
@@ -26,11 +25,6 @@ def sample_categorical(logp: torch.Tensor) -> torch.Tensor:
     cdf = logp.double().exp().cumsum(dim=-1)
     u = torch.rand(logp.shape[0], 1, dtype=cdf.dtype, device=logp.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(1).clamp(max=logp.shape[1] - 1)
-
-
-def _cache_kwarg(decoder) -> str:
-    """transformers 5.2x renamed ``past_key_values`` to ``cache``; 5.17 (the GPU machine) has the old name."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 @ENGINES.register("hf")
@@ -70,18 +64,9 @@ class HFEngine(Engine):
     def _decode(self, model, prompts: list[list[int]], sampling: Sampling) -> tuple[list[list[int]], list[list[float]]]:
         device, steps = self.policy.device, sampling.max_new_tokens
         decoder, lm_head = model.model, model.lm_head
-        cache_kw = _cache_kwarg(decoder)
-        distinct: dict[tuple[int, ...], int] = {}
-        copy_of = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=device)
-        uniq = [list(p) for p in distinct]
-        width = max(len(p) for p in uniq)
-        input_ids = torch.full((len(uniq), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(uniq), width), dtype=torch.long)
-        for i, p in enumerate(uniq):  # left padding: every row's next token is at the same column
-            input_ids[i, width - len(p) :] = torch.tensor(p)
-            attention[i, width - len(p) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache_kw = cache_kwarg(decoder)
+        uniq, copy_of = distinct_prompts(prompts, device)
+        input_ids, attention, positions = left_padded(uniq, self.pad_id, device)
         cache = DynamicCache()
 
         def next_logits(**inputs) -> torch.Tensor:

@@ -83,3 +83,18 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     bad.write_text("learning_rate: [")
     with pytest.raises(ConfigError, match="cannot parse"):
         config_from_args(build_parser().parse_args(["train", "--config", str(bad)]))
+
+
+def test_rapid_eval_scores_a_model_with_and_without_an_adapter(tmp_path, tiny_model):
+    from rapid_core.trainer import train
+
+    train(make_config(model=tiny_model, rounds=1, prompts_per_round=2, group_size=2, mini_batch_size=4,
+                      max_new_tokens=4, eval_problems=0, output_dir=str(tmp_path / "run")))
+    common = ["--model", tiny_model, "--eval-problems", "3", "--eval-k", "2", "--max-new-tokens", "4"]
+    for extra in ([], ["--adapter", str(tmp_path / "run" / "adapter")]):
+        result = rapid("eval", *common, *extra)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["problems"] == 3 and 0 <= report["pass@1"] <= 1 and "pass@2" in report
+    missing = rapid("eval", *common, "--adapter", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "adapter_config.json" in missing.stderr
