@@ -49,17 +49,15 @@ def curves(result: dict, out: Path) -> Path:
 def split_bars(result: dict, out: Path) -> Path:
     names = list(result["algorithms"])
     rows = [result["algorithms"][n] for n in names]
-    if result.get("trl"):
-        t = result["trl"]
-        names.append("TRL GRPOTrainer\n(per-sample x samples)")
-        rows.append({"gen_s": 0.0, "reward_s": 0.0, "train_s": 0.0,
-                     "other_s": t["per_sample_s"] * rows[0]["samples"]})
     fig, ax = plt.subplots(figsize=(7, 4))
     bottom = [0.0] * len(rows)
     for key, label in PARTS:
         vals = [r[key] for r in rows]
         ax.bar(names, vals, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    if result.get("trl"):  # TRL's time is not split: per-sample time x the same number of samples
+        ax.bar(["TRL GRPOTrainer"], [result["trl"]["per_sample_s"] * rows[0]["samples"]], color="grey",
+               label="TRL total (per-sample s x samples)")
     machine = result.get("machine", {})
     ax.set(ylabel="wall time (s)", title=f"time split, {rows[0]['samples']} samples each "
                                          f"(load {machine.get('load_avg_1_5_15', ['?'])[0]})")

@@ -76,8 +76,9 @@ def test_a_gigabyte_of_output_is_cut_at_the_file_size_limit():
 
 
 def test_the_host_file_system_is_read_only_even_where_permissions_allow(tmp_path):
-    # One open directory under the caller's /tmp (hidden by the private tmpfs) and one elsewhere.
-    outside = Path(tempfile.mkdtemp(dir=Path(__file__).parent))
+    # One open directory under the caller's /tmp (hidden by the private tmpfs) and one outside every
+    # tmpfs the sandbox mounts (/var/lib: the checkout itself may live under /tmp, as CI's can).
+    outside = Path(tempfile.mkdtemp(dir="/var/lib"))
     try:
         for where in (tmp_path, outside):
             where.chmod(0o777)
