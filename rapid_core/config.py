@@ -42,6 +42,10 @@ class TrainConfig(BaseModel):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device; auto = cuda if present")
     engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine")
+    torch_threads: int = Field(
+        0, ge=0, description="torch intra-op threads (0 = torch's default). On a CPU shared with other "
+        "jobs 1 can be much faster: a descheduled thread stalls every OpenMP barrier",
+    )
     gen_micro_batch: int = Field(64, ge=1, description="Largest generation batch run at once (memory)")
     train_micro_batch: int = Field(
         0, ge=0, description="Split each mini-batch into forward/backward chunks of this size (0 = whole)"

@@ -76,6 +76,8 @@ class Trainer:
     # --- setup -----------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.policy: Policy = load_policy(cfg)
