@@ -75,6 +75,10 @@ class TrainConfig(BaseModel):
     adv_scale: Literal["none", "std"] = Field("none", description="Divide group advantages by std + 1e-6")
     adv_baseline: Literal["mean", "loo"] = Field("mean", description="Group mean or leave-one-out baseline")
     drop_zero_std: bool = Field(False, description="Drop groups whose rewards are all equal")
+    minibatch_grouping: Literal["samples", "groups"] = Field(
+        "samples", description="Shuffle single samples (RAPID.md) or whole prompt groups into "
+        "mini-batches; groups lets each step run a prompt once for its G samples (~2x faster steps)"
+    )
     ppo_epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the grpo objective")
 
     # --- optimisation ---
@@ -114,6 +118,8 @@ class TrainConfig(BaseModel):
                 f"prompts_per_round * group_size ({self.inference_batch}) must be a multiple of "
                 f"mini_batch_size ({self.mini_batch_size})"
             )
+        if self.minibatch_grouping == "groups" and self.mini_batch_size % self.group_size:
+            raise ValueError("minibatch_grouping=groups needs mini_batch_size to be a multiple of group_size")
         if self.task in ("gsm8k", "math", "jsonl") and not self.data_path:
             raise ValueError(f"task {self.task!r} needs data_path")
         if self.rounds is None and self.max_samples is None and self.time_budget_s is None:

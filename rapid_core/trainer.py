@@ -195,7 +195,12 @@ class Trainer:
             keep = keep[~zero_std.repeat_interleave(cfg.group_size)]
         # 5. shuffle into U mini-batches of m; step u is u optimizer steps away from mu.
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
-        order = keep[torch.randperm(len(keep), generator=gen)].tolist()
+        if cfg.minibatch_grouping == "groups":
+            kept, g = set(keep.tolist()), cfg.group_size
+            groups = torch.randperm(len(rewards) // g, generator=gen).tolist()
+            order = [q * g + j for q in groups for j in range(g) if q * g + j in kept]
+        else:
+            order = keep[torch.randperm(len(keep), generator=gen)].tolist()
         batch = Batch(rollouts, adv, rewards)
         minibatches = [order[s : s + cfg.mini_batch_size] for s in range(0, len(order), cfg.mini_batch_size)]
         for u, mb in enumerate(minibatches):

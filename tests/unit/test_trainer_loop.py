@@ -144,3 +144,24 @@ def test_a_checker_failing_on_most_samples_fails_the_run_with_a_clear_message(tm
 
     with pytest.raises(GraderError, match="grader failed on 16 of 16 samples"):
         train(tiny_cfg(tmp_path, grader={"type": "test_always_broken"}, eval_problems=0))
+
+
+def test_group_shuffling_puts_whole_prompt_groups_in_each_mini_batch(tmp_path, tiny_model):
+    from rapid_core.trainer import Trainer
+
+    seen = []
+    original = Trainer._optimizer_step
+
+    def spy(self, batch, mb, staleness):
+        seen.append(sorted(mb))
+        return original(self, batch, mb, staleness)
+
+    Trainer._optimizer_step = spy
+    try:
+        train(tiny_cfg(tmp_path, rounds=1, eval_problems=0, minibatch_grouping="groups", mini_batch_size=8))
+    finally:
+        Trainer._optimizer_step = original
+    assert len(seen) == 2 and sorted(i for mb in seen for i in mb) == list(range(16))
+    for mb in seen:  # group_size 4: each mini-batch of 8 is two whole groups
+        groups = {i // 4 for i in mb}
+        assert len(groups) == 2 and all(sum(i // 4 == g for i in mb) == 4 for g in groups)
