@@ -224,7 +224,7 @@ class Trainer:
                 "completion_len_mean": float(lengths.mean()),
                 "completion_len_max": int(lengths.max()),
                 "truncated_share": sum(f == "length" for f in rollouts.finish_reasons) / len(rollouts),
-                "staleness_mean": (len(minibatches) - 1) / 2,
+                "staleness_mean": max(len(minibatches) - 1, 0) / 2,
                 "staleness_max": max(len(minibatches) - 1, 0),
                 "gen_s": t_gen - t0,
                 "reward_s": t_reward - t_gen,
