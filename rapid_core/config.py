@@ -52,8 +52,14 @@ class TrainConfig(BaseModel):
     )
 
     # --- task and reward ---
-    task: str = Field("arithmetic", description="Task: arithmetic, gsm8k, math, or jsonl (records file)")
-    data_path: str | None = Field(None, description="Dataset path for gsm8k / math / jsonl tasks")
+    task: str = Field(
+        "arithmetic",
+        description="Task: arithmetic, jsonl (records file), or a dataset: gsm8k, math, math500, mbpp, "
+        "mbpp_sanitized, mbpp_plus, humaneval, minif2f",
+    )
+    data_path: str | None = Field(
+        None, description="Records file: required for jsonl; for datasets, overrides the shared copy"
+    )
     eval_path: str | None = Field(None, description="Held-out dataset path (default: the task's own split)")
     task_options: dict[str, Any] = Field(
         default_factory=dict, description="Task options, e.g. arithmetic digits / operators"
@@ -120,7 +126,7 @@ class TrainConfig(BaseModel):
             )
         if self.minibatch_grouping == "groups" and self.mini_batch_size % self.group_size:
             raise ValueError("minibatch_grouping=groups needs mini_batch_size to be a multiple of group_size")
-        if self.task in ("gsm8k", "math", "jsonl") and not self.data_path:
+        if self.task == "jsonl" and not self.data_path:
             raise ValueError(f"task {self.task!r} needs data_path")
         if self.rounds is None and self.max_samples is None and self.time_budget_s is None:
             raise ValueError("set at least one of rounds, max_samples, time_budget_s")

@@ -20,9 +20,10 @@ from typing import Any
 
 from rapid_core.errors import DatasetError, GraderError
 from rapid_core.registry import Registry
-from rapid_core.tasks import MATH_SYSTEM, arithmetic_task, chat, read_jsonl
+from rapid_core.tasks import arithmetic_task, chat, read_jsonl
 
 Record = dict[str, Any]
+MATH_SYSTEM = "Solve the problem. Put the final answer in \\boxed{}."
 GSM8K_SYSTEM = "Solve the problem step by step. End with '#### <number>'."
 CODE_SYSTEM = "You are an expert Python programmer. Reply with the code in one ```python block."
 LEAN_SYSTEM = "Complete the Lean 4 proof. Reply with the proof in one ```lean block."

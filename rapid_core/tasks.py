@@ -1,8 +1,9 @@
 """Tasks: where prompts come from. Each task yields records in the OpenAI RFT line format
 (``{"messages": [...], <grader fields>...}``), a train and a held-out split, and its default grader.
 
-Built in: ``arithmetic`` (generated, no download), ``gsm8k`` and ``math`` (JSONL from a path), and
-``jsonl`` (records that already carry ``messages``, as uploaded to the service).
+Built in: ``arithmetic`` (generated, no download) and ``jsonl`` (records that already carry
+``messages``, as uploaded to the service); every dataset adapter of ``rapid_core.datasets``
+(gsm8k, math, math500, mbpp, mbpp_sanitized, mbpp_plus, humaneval, minif2f) is a task too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from rapid_core.registry import Registry
 
 Record = dict[str, Any]
 
-MATH_SYSTEM = "Solve the problem. Put the final answer in \\boxed{}."
 
 
 @dataclass(frozen=True)
@@ -119,61 +119,22 @@ def arithmetic_task(cfg: TrainConfig) -> TaskData:
     )
 
 
-# --- datasets from files -------------------------------------------------------------------------
+# --- records from files --------------------------------------------------------------------------
 
 
 def _split_from(path: str, eval_path: str | None, make: Callable[[Record], Record]) -> tuple[list, list]:
-    """Train from ``path``; held-out from ``eval_path`` or, failing that, a test.jsonl beside it."""
+    """Train from ``path``; held-out from ``eval_path`` or, failing that, a deterministic tenth."""
     train = [make(r) for r in read_jsonl(path)]
     if eval_path is None:
-        sibling = Path(path).with_name("test.jsonl")
-        eval_path = str(sibling) if sibling.is_file() and sibling != Path(path) else None
-    if eval_path is None:  # one file only: hold out a deterministic tenth
-        held = [r for i, r in enumerate(train) if i % 10 == 0]
-        return [r for i, r in enumerate(train) if i % 10], held
+        return [r for i, r in enumerate(train) if i % 10], [r for i, r in enumerate(train) if i % 10 == 0]
     return train, [make(r) for r in read_jsonl(eval_path)]
-
-
-def _need(row: Record, *fields: str) -> None:
-    missing = [f for f in fields if f not in row]
-    if missing:
-        raise DatasetError(f"record lacks field(s) {missing}: {json.dumps(row)[:120]}")
-
-
-@TASKS.register("gsm8k")
-def gsm8k_task(cfg: TrainConfig) -> TaskData:
-    system = cfg.system_prompt if cfg.system_prompt is not None else (
-        "Solve the problem step by step. End with '#### <number>'."
-    )
-
-    def make(row: Record) -> Record:
-        _need(row, "question", "answer")
-        final = row["answer"].rsplit("####", 1)[-1].strip().replace(",", "")
-        return {"messages": chat(system, row["question"]), "answer": final, "solution": row["answer"]}
-
-    train, held = _split_from(cfg.data_path or "", cfg.eval_path, make)
-    return TaskData(train, held, {"type": "numeric", "reference": "{{item.answer}}"})
-
-
-@TASKS.register("math")
-def math_task(cfg: TrainConfig) -> TaskData:
-    system = cfg.system_prompt if cfg.system_prompt is not None else MATH_SYSTEM
-
-    def make(row: Record) -> Record:
-        _need(row, "problem")
-        answer = row.get("answer") or row.get("solution")
-        if answer is None:
-            raise DatasetError(f"MATH record lacks 'answer' and 'solution': {json.dumps(row)[:120]}")
-        return {"messages": chat(system, row["problem"]), "answer": answer}
-
-    train, held = _split_from(cfg.data_path or "", cfg.eval_path, make)
-    return TaskData(train, held, {"type": "math", "reference": "{{item.answer}}"})
 
 
 @TASKS.register("jsonl")
 def jsonl_task(cfg: TrainConfig) -> TaskData:
     def make(row: Record) -> Record:
-        _need(row, "messages")
+        if "messages" not in row:
+            raise DatasetError(f"record lacks field 'messages': {json.dumps(row)[:120]}")
         return row
 
     train, held = _split_from(cfg.data_path or "", cfg.eval_path, make)
@@ -182,8 +143,48 @@ def jsonl_task(cfg: TrainConfig) -> TaskData:
     return TaskData(train, held, cfg.grader)
 
 
+def dataset_task(cfg: TrainConfig) -> TaskData:
+    """Any adapter of rapid_core.datasets (gsm8k, math, math500, mbpp, mbpp_plus, ...): its train split
+    from ``data_path`` (default: the shared copy), held-out from its test split (``eval_path``); a
+    dataset with a single split holds out a deterministic tenth of it."""
+    from rapid_core.datasets import DATASETS
+
+    adapter = DATASETS.get(cfg.task, "task")
+    if "train" in adapter.splits:
+        train = adapter.load("train", cfg.data_path)
+        held = adapter.load("test" if "test" in adapter.splits else adapter.splits[0], cfg.eval_path)
+    else:
+        rows = adapter.load(adapter.splits[-1], cfg.data_path)
+        train, held = [r for i, r in enumerate(rows) if i % 10], [r for i, r in enumerate(rows) if i % 10 == 0]
+        if cfg.eval_path:
+            held = adapter.load(adapter.splits[-1], cfg.eval_path)
+    if cfg.system_prompt is not None:
+        train, held = _with_system(train, cfg.system_prompt), _with_system(held, cfg.system_prompt)
+    return TaskData(train, held, adapter.grader)
+
+
+def _with_system(records: list[Record], system: str) -> list[Record]:
+    def swap(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+
+    return [{**r, "messages": swap(r["messages"])} for r in records]
+
+
+def task_names() -> list[str]:
+    from rapid_core.datasets import DATASETS
+
+    return sorted(set(TASKS.names()) | set(DATASETS.names()))
+
+
 def load_task(cfg: TrainConfig) -> TaskData:
-    data = TASKS.get(cfg.task, "task")(cfg)
+    if cfg.task in TASKS:
+        data = TASKS.get(cfg.task, "task")(cfg)
+    else:
+        from rapid_core.datasets import DATASETS
+
+        if cfg.task not in DATASETS:
+            raise ConfigError(f"unknown task {cfg.task!r}; known: {', '.join(task_names())}", "task")
+        data = dataset_task(cfg)
     if not data.train:
         raise DatasetError(f"task {cfg.task!r} has no training records")
     grader = cfg.grader if cfg.grader is not None else data.grader

@@ -34,7 +34,7 @@ def test_shape_rules():
     with pytest.raises(ConfigError, match="multiple of group_size"):
         make_config(algorithm="grpo", group_size=8, mini_batch_size=12)
     with pytest.raises(ConfigError, match="needs data_path"):
-        make_config(task="gsm8k")
+        make_config(task="jsonl")
 
 
 def test_batch_terms():

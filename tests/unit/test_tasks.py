@@ -39,7 +39,7 @@ def test_arithmetic_rejects_bad_options():
         load_task(make_config(task_options={"base": 2}))
 
 
-def test_gsm8k_loader_reads_the_real_files():
+def test_gsm8k_task_reads_the_real_files():
     task = load_task(make_config(task="gsm8k", data_path=str(DATASETS / "gsm8k" / "train.jsonl")))
     assert len(task.train) == 7473 and len(task.eval) == 1319
     rec = task.eval[0]
@@ -47,11 +47,21 @@ def test_gsm8k_loader_reads_the_real_files():
     assert build_grader(task.grader).grade(rec, "so she makes #### 18").score == 1.0
 
 
-def test_math_loader_reads_math500():
-    task = load_task(make_config(task="math", data_path=str(DATASETS / "math500" / "test.jsonl")))
-    assert len(task.train) + len(task.eval) == 500
+def test_single_split_dataset_holds_out_a_tenth_and_the_system_prompt_can_be_replaced():
+    task = load_task(make_config(task="math500", system_prompt="Be brief."))
+    assert len(task.train) + len(task.eval) == 500 and len(task.eval) == 50
+    assert not problems(task.train) & problems(task.eval)
     rec = task.train[0]
+    assert rec["messages"][0] == {"role": "system", "content": "Be brief."}
     assert build_grader(task.grader).grade(rec, f"\\boxed{{{rec['answer']}}}").score == 1.0
+
+
+def test_mbpp_task_uses_the_standard_splits_and_the_code_tests_grader():
+    task = load_task(make_config(task="mbpp"))
+    assert len(task.train) == 374 and len(task.eval) == 500  # task_id 601-974 and 11-510
+    assert task.grader["type"] == "code_tests"
+    with pytest.raises(ConfigError, match="unknown task 'nope'; known: .*mbpp"):
+        load_task(make_config(task="nope"))
 
 
 def test_bad_jsonl_names_the_line(tmp_path):
