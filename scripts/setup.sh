@@ -3,10 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if ! command -v bwrap >/dev/null 2>&1; then
-  # bubblewrap isolates untrusted code (graders); util-linux gives setpriv / prlimit.
-  (apt-get update -qq && apt-get install -y -qq bubblewrap util-linux) >/dev/null 2>&1 \
-    || echo "warning: could not install bubblewrap; sandboxed graders will fall back to unshare" >&2
+# bubblewrap isolates untrusted code (graders); util-linux gives setpriv / prlimit; docker-compose
+# lets the tests check docker/compose.yaml where no Docker engine runs.
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap util-linux)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+    || echo "warning: could not install ${missing[*]} with apt" >&2
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

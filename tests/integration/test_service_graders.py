@@ -71,8 +71,7 @@ def messages_of(client, job_id: str) -> list:
 
 
 def test_code_tests_job_on_mbpp_rows_succeeds_with_grader_counts(service, key, client, tmp_path):
-    if not MBPP.is_file():
-        pytest.skip(f"{MBPP} is missing (set RAPID_DATASETS_DIR)")
+    assert MBPP.is_file(), f"{MBPP} is missing (set RAPID_DATASETS_DIR)"
     from rapid_core.datasets import DATASETS as ADAPTERS
     from rapid_core.datasets import load_dataset
 

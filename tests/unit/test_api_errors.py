@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
-
-from api.app import create_app
-from store.db import make_engine, make_sessionmaker
-from store.migrate import upgrade
-from store.repos import Keys
-from store.settings import Settings
 
 
 @pytest.fixture
-def app_and_key(tmp_path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", broker_dir=tmp_path / "broker",
-                        artifacts_dir=tmp_path / "artifacts", runs_dir=tmp_path / "runs")  # fmt: skip
-    upgrade(settings.database_url)
-    with make_sessionmaker(make_engine(settings))() as s:
-        _, secret = Keys(s).create("p")
-        s.commit()
-    with TestClient(create_app(settings)) as client:
-        client.headers["Authorization"] = f"Bearer {secret}"
-        yield client
+def app_and_key(api_client):
+    return api_client
 
 
 def error_of(response) -> dict:

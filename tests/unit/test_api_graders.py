@@ -7,13 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from store.db import make_engine, make_sessionmaker
-from store.migrate import upgrade
-from store.repos import Keys
-from store.settings import Settings
 from tests.conftest import REPO
 
 VALIDATE = "/v1/fine_tuning/alpha/graders/validate"
@@ -27,16 +21,8 @@ def grade(sample, item):
 
 
 @pytest.fixture
-def client(tmp_path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", broker_dir=tmp_path / "broker",
-                        artifacts_dir=tmp_path / "artifacts", runs_dir=tmp_path / "runs")  # fmt: skip
-    upgrade(settings.database_url)
-    with make_sessionmaker(make_engine(settings))() as s:
-        _, secret = Keys(s).create("p")
-        s.commit()
-    with TestClient(create_app(settings)) as c:
-        c.headers["Authorization"] = f"Bearer {secret}"
-        yield c
+def client(api_client):
+    return api_client
 
 
 def error_of(response, status: int = 400) -> dict:
