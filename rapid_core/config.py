@@ -42,6 +42,11 @@ class TrainConfig(BaseModel):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device; auto = cuda if present")
     engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine")
+    decode: Literal["auto", "dynamic", "static", "compiled", "cuda_graph"] = Field(
+        "auto", description="hf engine decode loop: dynamic (growing cache, finished rows dropped), static "
+        "(preallocated cache), compiled (static + torch.compile), cuda_graph (static, each step one captured "
+        "CUDA graph); auto = cuda_graph on CUDA for Llama/Qwen2/Qwen3 models, else dynamic",
+    )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads (0 = torch's default). On a CPU shared with other "
         "jobs 1 can be much faster: a descheduled thread stalls every OpenMP barrier",

@@ -81,7 +81,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.policy: Policy = load_policy(cfg)
-        options: dict[str, Any] = {"micro_batch": cfg.gen_micro_batch}
+        options: dict[str, Any] = {"micro_batch": cfg.gen_micro_batch, "decode": cfg.decode}
         if cfg.engine == "vllm":
             from rapid_core.models import _dense_dir, resolve_model
 
@@ -169,6 +169,8 @@ class Trainer:
 
     def _round(self) -> None:
         cfg, k = self.cfg, self.state["round"]
+        if self.policy.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.policy.device)
         t0 = time.perf_counter()
         self._check_stop()
         # 1-2. mu := pi_theta (the engine samples from the current weights); draw P prompts x G.
@@ -235,6 +237,8 @@ class Trainer:
                 "grader_status": status_counts(grades),
                 "grader_latency_s": grade_latency_stats(grades),
                 "example": {"completion": rollouts.texts[0], "reward": float(rewards[0])},
+                **rollouts.stats,
+                **self._memory(),
             }
         )
 
@@ -295,6 +299,12 @@ class Trainer:
         }
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _memory(self) -> dict[str, float]:
+        """Peak GPU memory of the round (generation and training), to size jobs."""
+        if self.policy.device.type != "cuda":
+            return {}
+        return {"peak_mem_gb": torch.cuda.max_memory_allocated(self.policy.device) / 2**30}
+
     def _check_stop(self) -> None:
         request = self.callbacks.should_stop()
         if request:

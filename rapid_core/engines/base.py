@@ -4,7 +4,7 @@ log-probs of the sampled tokens, taken from the sampling pass itself (RAPID.md, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rapid_core.registry import Registry
 
@@ -25,6 +25,9 @@ class Rollouts:
     behaviour_logps: list[list[float]]  # log mu(y_t | x, y_<t) at the sampling temperature
     texts: list[str]
     finish_reasons: list[str]  # "stop" or "length"
+    # How the engine spent the call, for the round metrics: prefill_s, decode_s, decode_steps,
+    # decode_ms_per_step, gen_peak_mem_gb (CUDA), the decode loop used.
+    stats: dict[str, float | str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.completion_ids)

@@ -1,30 +1,87 @@
-"""The ``hf`` engine: a batched KV-cache decode loop in transformers.
+"""The ``hf`` engine: a batched KV-cache decode loop over a transformers model.
 
 A hand-written loop rather than ``generate()``: it returns the sampled tokens' log-probs at the
 sampling temperature from the same forward pass (no second pass, no stored vocabulary-sized logits),
 and it samples exactly softmax(logits / T) (top_p = 1, top_k = 0), so mu is what was sampled.
 What makes it fast (docs/perf-notes.md): it samples from a merged copy of the policy in the compute
-dtype (``SamplingModel``), runs the prompt forward pass once per distinct prompt and copies its KV
-cache to the prompt's G rows, and drops finished rows from the batch.
+dtype (``SamplingModel``) and runs the prompt forward pass once per distinct prompt, copying its KV
+cache to the prompt's G rows. Two decode loops continue from that prompt pass:
+
+- ``dynamic``: transformers' own layers on a growing cache, finished rows dropped from the batch
+  (the CPU default: fewest FLOPs, and on a CPU a step's cost is its FLOPs);
+- ``static`` / ``compiled`` / ``cuda_graph`` (static_decode.py): preallocated KV buffers; the step
+  run eagerly, through ``torch.compile``, or captured as a CUDA graph (the GPU default: a small
+  model's step there is launch overhead, not FLOPs).
+
+Both read one uniform per row and step from a stream drawn before decoding, so the same seed gives
+the same samples whichever loop runs.
 """
 
 from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from transformers import DynamicCache
 
 from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
 from rapid_core.engines.sampling_model import SamplingModel
+from rapid_core.engines.static_decode import StaticDecoder, sample_categorical, unsupported_reason
+from rapid_core.errors import ConfigError
 from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded
 from rapid_core.models import Policy
 
+log = logging.getLogger("rapid.engine")
+DecodeMode = Literal["auto", "dynamic", "static", "compiled", "cuda_graph"]
+__all__ = ["HFEngine", "sample_categorical"]
 
-def sample_categorical(logp: torch.Tensor) -> torch.Tensor:
-    """One draw per row from exp(logp) by inverse CDF: one uniform per row instead of the vocabulary-
-    sized exponential noise torch.multinomial draws (~50 ms a step at batch 64 on this CPU)."""
-    cdf = logp.double().exp().cumsum(dim=-1)
-    u = torch.rand(logp.shape[0], 1, dtype=cdf.dtype, device=logp.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(1).clamp(max=logp.shape[1] - 1)
+
+@dataclass
+class Prefill:
+    """The prompt pass of one micro-batch: a KV cache over its distinct prompts, and per row which
+    prompt it continues, its attention mask (left padding) and its next position."""
+
+    cache: DynamicCache
+    copy_of: torch.Tensor  # [rows] index of each row's prompt among the distinct ones
+    attention: torch.Tensor  # [rows, width]
+    next_pos: torch.Tensor  # [rows, 1]
+
+    def layer_kv(self):
+        return [(layer.keys, layer.values) for layer in self.cache.layers]
+
+
+def next_token_logits(decoder, lm_head, cache: DynamicCache, **inputs) -> torch.Tensor:
+    # Output layer on the last position only, as a 2-D matmul (a 3-D slice here makes torch
+    # expand the tied weight per row: a 1.8 G-element copy for SmolLM2 at batch 64).
+    hidden = decoder(**inputs, **{cache_kwarg(decoder): cache}, use_cache=True).last_hidden_state
+    return lm_head(hidden[:, -1, :].contiguous()).float()
+
+
+def prefill(model, prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, Prefill]:
+    """Run each distinct prompt once; return the rows' first-token logits [rows, V] and the Prefill."""
+    device = model.device
+    uniq, copy_of = distinct_prompts(prompts, device)
+    input_ids, attention, positions = left_padded(uniq, pad_id, device)
+    cache = DynamicCache()
+    logits = next_token_logits(model.model, model.lm_head, cache, input_ids=input_ids,
+                               attention_mask=attention, position_ids=positions)  # fmt: skip
+    return logits[copy_of], Prefill(cache, copy_of, attention[copy_of], positions[copy_of, -1:] + 1)
+
+
+def resolve_decode(mode: DecodeMode, model) -> str:
+    """The decode loop ``mode`` asks for on this model and device (auto: cuda_graph on CUDA where the
+    architecture allows it, else dynamic)."""
+    why = unsupported_reason(model)
+    if mode == "auto":
+        return "cuda_graph" if model.device.type == "cuda" and why is None else "dynamic"
+    if mode != "dynamic" and why is not None:
+        raise ConfigError(f"decode {mode!r} is not available for this model: {why}", "decode")
+    if mode == "cuda_graph" and model.device.type != "cuda":
+        raise ConfigError("decode 'cuda_graph' needs a CUDA device", "decode")
+    return mode
 
 
 @ENGINES.register("hf")
@@ -32,10 +89,13 @@ class HFEngine(Engine):
     # Drop finished rows once this share of the live batch has finished (each drop copies the cache).
     DROP_SHARE = 0.125
 
-    def __init__(self, policy: Policy, micro_batch: int = 64, **_: object):
+    def __init__(self, policy: Policy, micro_batch: int = 64, decode: DecodeMode = "auto", **_: object):
         self.policy = policy
         self.micro_batch = micro_batch
+        self.decode_option = decode
         self.sampler = SamplingModel(policy)
+        self._static: StaticDecoder | None = None
+        self.fallback: str | None = None  # why auto gave up the static loop, if it did
         tok = policy.tokenizer
         eos = policy.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
@@ -50,48 +110,83 @@ class HFEngine(Engine):
         completions: list[list[int]] = [[] for _ in rows]
         logps: list[list[float]] = [[] for _ in rows]
         model = self.sampler.get()
+        mode = "dynamic" if self.fallback else resolve_decode(self.decode_option, model)
+        cuda = model.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(model.device)
+        clock = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0}
         for start in range(0, len(order), self.micro_batch):
             idx = order[start : start + self.micro_batch]
-            toks, lps = self._decode(model, [rows[i] for i in idx], sampling)
+            toks, lps = self._decode(model, mode, [rows[i] for i in idx], sampling, clock)
             for j, i in enumerate(idx):
                 completions[i], logps[i] = toks[j], lps[j]
         eos = set(self.eos_ids.tolist())
         finish = ["stop" if c and c[-1] in eos else "length" for c in completions]
         texts = self.policy.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        return Rollouts(rows, completions, logps, texts, finish)
+        stats = {**clock, "decode_ms_per_step": 1e3 * clock["decode_s"] / max(clock["decode_steps"], 1)}
+        if cuda:
+            stats["gen_peak_mem_gb"] = torch.cuda.max_memory_allocated(model.device) / 2**30
+        stats["decode"] = "dynamic" if self.fallback else mode
+        if self.fallback:
+            stats["decode_fallback"] = self.fallback
+        return Rollouts(rows, completions, logps, texts, finish, stats=stats)
 
     @torch.inference_mode()
-    def _decode(self, model, prompts: list[list[int]], sampling: Sampling) -> tuple[list[list[int]], list[list[float]]]:
+    def _decode(self, model, mode: str, prompts: list[list[int]], sampling: Sampling,
+                clock: dict) -> tuple[list[list[int]], list[list[float]]]:  # fmt: skip
         device, steps = self.policy.device, sampling.max_new_tokens
-        decoder, lm_head = model.model, model.lm_head
-        cache_kw = cache_kwarg(decoder)
-        uniq, copy_of = distinct_prompts(prompts, device)
-        input_ids, attention, positions = left_padded(uniq, self.pad_id, device)
-        cache = DynamicCache()
+        # One uniform per row and step, drawn before decoding: both loops read the same stream.
+        uniforms = None if sampling.greedy else torch.rand((steps, len(prompts)), dtype=torch.float64, device=device)
+        t0 = _now(device)
+        logits, pre = prefill(model, prompts, self.pad_id)
+        t1 = _now(device)
+        if mode == "dynamic":
+            out_tok, out_lp, ran = self._dynamic_loop(model, logits, pre, sampling, uniforms)
+        else:
+            try:
+                if self._static is None or self._static.model is not model:
+                    self._static = StaticDecoder(model, self.eos_ids, self.pad_id, graphs=mode == "cuda_graph",
+                                                 compiled=mode == "compiled")
+                out_tok, out_lp, ran = self._static.decode(logits, pre, sampling, uniforms)
+            except RuntimeError as err:
+                if self.decode_option != "auto":
+                    raise
+                # auto never fails a job over a faster path: the prompt pass is intact, decode it eagerly.
+                log.warning("static decode failed (%s); using the dynamic loop from now on", err)
+                self.fallback, self._static = f"{type(err).__name__}: {err}"[:300], None
+                out_tok, out_lp, ran = self._dynamic_loop(model, logits, pre, sampling, uniforms)
+        tok, lp = out_tok.cpu(), out_lp.cpu()
+        clock["prefill_s"] += t1 - t0
+        clock["decode_s"] += _now(device) - t1
+        clock["decode_steps"] += ran
+        eos = set(self.eos_ids.tolist())
+        out_tokens, out_logps = [], []
+        for i in range(len(prompts)):
+            row = tok[i].tolist()
+            end = next((t + 1 for t, x in enumerate(row) if x in eos), len(row))
+            out_tokens.append(row[:end])
+            out_logps.append(lp[i, :end].tolist())
+        return out_tokens, out_logps
 
-        def next_logits(**inputs) -> torch.Tensor:
-            # Output layer on the last position only, as a 2-D matmul (a 3-D slice here makes
-            # torch expand the tied weight per row: a 1.8 G-element copy for SmolLM2 at batch 64).
-            hidden = decoder(**inputs, **{cache_kw: cache}, use_cache=True).last_hidden_state
-            return lm_head(hidden[:, -1, :].contiguous()).float()
-
-        logits = next_logits(input_ids=input_ids, attention_mask=attention, position_ids=positions)
-        if len(uniq) < len(prompts):  # one prompt pass per distinct prompt, copied to its rows
-            cache.batch_select_indices(copy_of)
-            logits, attention = logits[copy_of], attention[copy_of]
-        next_pos = positions[copy_of, -1:] + 1
-        b = len(prompts)
+    def _dynamic_loop(self, model, logits: torch.Tensor, pre: Prefill, sampling: Sampling,
+                      uniforms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
+        device, steps = logits.device, sampling.max_new_tokens
+        cache, attention, next_pos = pre.cache, pre.attention, pre.next_pos
+        if int(pre.copy_of.numel()) > len(cache.layers[0].keys):  # rows share prompts: copy their cache
+            cache.batch_select_indices(pre.copy_of)
+        b = logits.shape[0]
         out_tok = torch.full((b, steps), self.pad_id, dtype=torch.long, device=device)
         out_lp = torch.zeros((b, steps), dtype=torch.float32, device=device)
         live = torch.arange(b, device=device)  # original row of each row still in the batch
         done = torch.zeros(b, dtype=torch.bool, device=device)  # finished, not yet dropped
+        ran = 0
         for t in range(steps):
             if sampling.greedy:
                 logp = torch.log_softmax(logits, dim=-1)
                 nxt = logp.argmax(dim=-1)
             else:
                 logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
-                nxt = sample_categorical(logp)
+                nxt = sample_categorical(logp, uniforms[t, live])
             rec = ~done
             out_tok[live[rec], t] = nxt[rec]
             out_lp[live[rec], t] = logp.gather(1, nxt[:, None]).squeeze(1)[rec].float()
@@ -105,14 +200,14 @@ class HFEngine(Engine):
                 live, nxt, attention, next_pos = live[keep], nxt[keep], attention[keep], next_pos[keep]
                 done = done[keep]
             attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
-            logits = next_logits(input_ids=nxt[:, None], attention_mask=attention, position_ids=next_pos)
+            logits = next_token_logits(model.model, model.lm_head, cache, input_ids=nxt[:, None],
+                                       attention_mask=attention, position_ids=next_pos)  # fmt: skip
             next_pos = next_pos + 1
-        tok, lp = out_tok.cpu(), out_lp.cpu()
-        eos = set(self.eos_ids.tolist())
-        out_tokens, out_logps = [], []
-        for i in range(b):
-            row = tok[i].tolist()
-            end = next((t + 1 for t, x in enumerate(row) if x in eos), len(row))
-            out_tokens.append(row[:end])
-            out_logps.append(lp[i, :end].tolist())
-        return out_tokens, out_logps
+            ran += 1
+        return out_tok, out_lp, ran
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -23,7 +23,8 @@ class VowelShare(Grader):
         return Grade(score, self.classify(score))
 
 
-TIMING = {"gen_s", "reward_s", "train_s", "round_s", "gen_tokens_per_s", "samples_per_s", "seconds"}
+TIMING = {"gen_s", "reward_s", "train_s", "round_s", "gen_tokens_per_s", "samples_per_s", "seconds",
+          "prefill_s", "decode_s", "decode_ms_per_step"}
 
 
 def tiny_cfg(tmp: Path, **over):
