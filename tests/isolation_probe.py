@@ -17,7 +17,7 @@ from pathlib import Path
 
 # Reports everything of the service it can see (by raising, so the words reach the caller) and
 # otherwise returns 0.5: proof that it ran, in a sandbox that does show what a program needs.
-PROBE = r'''
+PROBE = r"""
 import os
 
 def grade(sample, item):
@@ -53,7 +53,7 @@ def grade(sample, item):
         raise RuntimeError("SEEN " + "; ".join(found)[:3000])
     assert os.path.isfile("/usr/bin/env") and os.access("/tmp", os.W_OK)
     return 0.5
-'''
+"""
 
 
 @dataclass

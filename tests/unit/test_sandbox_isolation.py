@@ -63,7 +63,9 @@ def test_only_the_allow_list_is_visible():
     # Nothing that holds the checkout (where ./rapid-data lives) or /var/lib, /home, /root, /srv.
     for hidden in (REPO / "rapid-data", REPO / "pyproject.toml", Path("/var/lib/x"), Path("/home/x"),
                    Path("/root/x"), Path("/srv/x"), Path("/etc/shadow")):  # fmt: skip
-        assert not any(str(hidden) == v or str(hidden).startswith(v.rstrip("/") + "/") for v in visible), hidden
+        assert not any(str(hidden) == v or str(hidden).startswith(v.rstrip("/") + "/") for v in visible), (
+            hidden
+        )
     # The interpreter's own directories are there: its bin and lib, a venv's pyvenv.cfg.
     assert str(Path(python).parent) in visible
 
