@@ -5,7 +5,7 @@ keeps a burst of completions from forking hundreds of interpreters on one worker
 
 A run belongs to the owner set with ``owned_by`` around the code that submits it (the API sets the
 project of the request). Waiting runs are taken from the owners in turn, and one owner has at most
-``per_owner`` runs going at once, so a tenant with a thousand slow runs queued delays another
+``per_owner`` runs going at once (RAPID_SANDBOX_PER_OWNER, default half the pool), so a tenant with a thousand slow runs queued delays another
 tenant's run by at most one run's time, never by its whole queue. Runs without an owner (a
 training worker grading its own job) are not capped.
 """
