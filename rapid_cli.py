@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
               "  train   fine-tune a model with RAPID (or the grpo / pg baselines)\n"
               "  eval    held-out pass@1 / pass@k of a model, with or without an adapter\n"
               "  serve   run the job service: REST API + worker\n"
-              "  keys    create API keys\n\n"
+              "  keys    create, list and revoke API keys\n\n"
               "rapid COMMAND --help shows a command's options.")
         return 0 if argv else 2
     from rapid_core.cli import main as core_main

@@ -1,4 +1,5 @@
-"""The FastAPI application factory: one Runtime per process, routers, error mapping, metrics."""
+"""The FastAPI application factory: one Runtime per process, routers, the request guard, error
+mapping, metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from prometheus_client import Counter, Histogram
 
 from api.deps import Runtime
 from api.errors import install_error_handlers
+from api.guard import RequestGuard
 from api.routes import files, graders, jobs, ops
+from api.services.grader_gate import GraderGate
 from store.artifacts import LocalArtifacts
 from store.broker import make_celery
 from store.db import make_engine, make_sessionmaker
@@ -23,15 +26,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.ensure_dirs()
     app = FastAPI(title="rapid fine-tuning service", version="0.1.0")
-    app.state.runtime = Runtime(
+    app.state.runtime = rt = Runtime(
         settings=settings,
         sessions=make_sessionmaker(make_engine(settings)),
         artifacts=LocalArtifacts(settings.artifacts_dir),
         celery=make_celery(settings),
+        graders=GraderGate(settings.grader_runs_per_project, settings.grader_runs_total),
     )
     install_error_handlers(app)
     for router in (files.router, jobs.router, graders.router, ops.router):
         app.include_router(router)
+    # Key and size checks before any body is read; inside ``_observe``, which counts their answers.
+    app.add_middleware(RequestGuard, runtime=rt, handlers=app.exception_handlers)
 
     @app.middleware("http")
     async def _observe(request: Request, call_next):

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import subprocess
 import sys
 import threading
+import time
+
+from sqlalchemy.orm import Session
 
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
@@ -93,21 +97,62 @@ def _stop_with_app(app, supervisor: WorkerSupervisor) -> None:
 
 
 def keys_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rapid keys", description="Manage API keys")
+    parser = argparse.ArgumentParser(prog="rapid keys", description="Manage API keys (stored as SHA-256 hashes)")
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="Create an API key for a project (created if new); prints the key")
     create.add_argument("--project", required=True, help="Project name")
+    listing = sub.add_parser("list", help="List keys: id, project, prefix, created, revoked (never the key)")
+    listing.add_argument("--project", help="Only this project's keys")
+    listing.add_argument("--json", action="store_true", help="One JSON object per line instead of a table")
+    revoke = sub.add_parser("revoke", help="Revoke keys by id (see 'list'); they fail from the next request on")
+    revoke.add_argument("key_ids", nargs="+", metavar="KEY_ID")
     args = parser.parse_args(argv)
 
     settings = Settings()
     settings.ensure_dirs()
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings))() as s:
-        key, secret = Keys(s).create(args.project)
-        s.commit()
+        return {"create": _create_key, "list": _list_keys, "revoke": _revoke_keys}[args.command](s, args)
+
+
+def _create_key(s: Session, args: argparse.Namespace) -> int:
+    key, secret = Keys(s).create(args.project)
+    s.commit()
     print(secret)
     print(f"created key {key.id} for project {args.project!r}; store it now, it is not shown again", file=sys.stderr)
     return 0
+
+
+def _list_keys(s: Session, args: argparse.Namespace) -> int:
+    rows = [{"id": k.id, "project": name, "prefix": k.prefix, "created_at": k.created_at, "revoked_at": k.revoked_at}
+            for k, name in Keys(s).all(args.project)]  # fmt: skip
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    print(f"{'ID':<30} {'PROJECT':<24} {'PREFIX':<14} {'CREATED (UTC)':<20} REVOKED (UTC)")
+    for r in rows:
+        created, revoked = _when(r["created_at"]), _when(r["revoked_at"]) if r["revoked_at"] else "-"
+        print(f"{r['id']:<30} {r['project']:<24} {r['prefix'] + '...':<14} {created:<20} {revoked}")
+    return 0
+
+
+def _revoke_keys(s: Session, args: argparse.Namespace) -> int:
+    missing = []
+    for key_id in args.key_ids:
+        key = Keys(s).revoke(key_id)
+        if key is None:
+            missing.append(key_id)
+        else:
+            print(f"revoked {key.id} (prefix {key.prefix}...) at {_when(key.revoked_at)}")
+    s.commit()
+    for key_id in missing:
+        print(f"rapid keys revoke: no key with id {key_id!r} ('rapid keys list' shows them)", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _when(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
 
 if __name__ == "__main__":

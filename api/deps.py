@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
+from api.services.grader_gate import GraderGate
 from store.artifacts import Artifacts
-from store.repos import Keys
 from store.settings import Settings
 
 
@@ -23,9 +23,10 @@ class Runtime:
     sessions: sessionmaker[Session]
     artifacts: Artifacts
     celery: Celery
+    graders: GraderGate
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -34,12 +35,9 @@ def session(rt: Runtime = Depends(runtime)) -> Iterator[Session]:
         yield s
 
 
-def project_id(request: Request, s: Session = Depends(session)) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("Missing bearer API key in the Authorization header", code="missing_api_key")
-    project = Keys(s).project_of(secret.strip())
+async def project_id(request: Request) -> str:
+    """The caller's project: ``RequestGuard`` checked the API key before the body was read."""
+    project = getattr(request.state, "project_id", None)
     if project is None:
-        raise Unauthorized("Incorrect API key provided", code="invalid_api_key")
+        raise Unauthorized("Missing bearer API key in the Authorization header", code="missing_api_key")
     return project

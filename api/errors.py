@@ -6,12 +6,14 @@ place that turns exceptions into HTTP responses.
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from rapid_core.errors import ConfigError, DatasetError, GraderError, ModelError, RapidError
 
@@ -21,6 +23,7 @@ log = logging.getLogger("rapid.api")
 class ApiError(Exception):
     status = 400
     type = "invalid_request_error"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -47,9 +50,21 @@ class TooLarge(ApiError):
     status = 413
 
 
+class TooManyRequests(ApiError):
+    status = 429
+    type = "requests"  # OpenAI's type for rate limits
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message, None, "rate_limit_exceeded")
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class Unavailable(ApiError):
     status = 503
     type = "server_error"
+
+
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -72,7 +87,7 @@ def _core_error(err: RapidError) -> tuple[str | None, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, err: ApiError):
-        return JSONResponse(body(err.message, err.type, err.param, err.code), status_code=err.status)
+        return JSONResponse(body(err.message, err.type, err.param, err.code), err.status, err.headers)
 
     @app.exception_handler(RapidError)
     async def _core(_: Request, err: RapidError):
@@ -88,9 +103,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, err: HTTPException):
+    async def _http(request: Request, err: HTTPException):
+        if err.status_code == 413:  # a body cut while streaming in, at the limit the guard set
+            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+            message = f"Request body is larger than the limit of {limit} bytes"
+            return JSONResponse(body(message, "invalid_request_error", None, "request_too_large"), 413)
         kind = "not_found" if err.status_code == 404 else "invalid_request"
         return JSONResponse(body(str(err.detail), "invalid_request_error", None, kind), status_code=err.status_code)
+
+    @app.exception_handler(OSError)
+    async def _os(request: Request, err: OSError):
+        if err.errno in OUT_OF_SPACE:  # nothing half-written is kept: the writers clean up after themselves
+            log.error("out of storage space: %s", err)
+            message = "The service is out of storage space, so the request was not kept; try again later"
+            return JSONResponse(body(message, "server_error", None, "insufficient_storage"), 507)
+        return await _unexpected(request, err)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception):

@@ -52,6 +52,22 @@ class Keys:
             select(ApiKey.project_id).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
         )
 
+    def all(self, project_name: str | None = None) -> list[tuple[ApiKey, str]]:
+        """Every key (revoked ones too) with its project's name, oldest first."""
+        q = select(ApiKey, Project.name).join(Project, Project.id == ApiKey.project_id)
+        if project_name is not None:
+            q = q.where(Project.name == project_name)
+        return [(key, name) for key, name in self.s.execute(q.order_by(ApiKey.created_at, ApiKey.id))]
+
+    def revoke(self, key_id: str) -> ApiKey | None:
+        """Revoke a key: from the next request on it authenticates nothing. None if there is no such
+        key; a key revoked before keeps its first ``revoked_at``."""
+        key = self.s.get(ApiKey, key_id)
+        if key is not None and key.revoked_at is None:
+            key.revoked_at = now()
+            self.s.flush()
+        return key
+
 
 class Files:
     def __init__(self, session: Session):

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     worker_queues: str = Field("", description="Queues a worker consumes; empty = cpu, plus cuda if present")
     lease_seconds: float = Field(60.0, gt=0, description="A job's lease; a worker renews it 4x as often")
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Largest upload")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="Largest body of any other request (JSON); cut while it streams in"
+    )
+    grader_runs_per_project: int = Field(
+        4, ge=1, description="Grader runs (/graders/run) one project may have going in one API process; more get 429"
+    )
+    grader_runs_total: int = Field(16, ge=1, description="Grader runs one API process works on at once; more wait")
+    metrics_token: str = Field("", description="When set, /metrics needs 'Authorization: Bearer <token>'")
     max_file_lines: int = Field(1_000_000, ge=1, description="Most JSONL lines in one upload")
 
     @field_validator("database_url")

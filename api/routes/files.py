@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -14,13 +14,12 @@ from store.repos import Files
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("")
-def create_file(
-    file: UploadFile, purpose: str = Form(...), rt: Runtime = Depends(runtime),
-    s: Session = Depends(session), project: str = Depends(project_id),
-) -> dict:  # fmt: skip
-    created = files.create_file(s, rt.artifacts, rt.settings, project, file.file, file.filename or "upload.jsonl", purpose)
-    return file_object(created)
+@router.post("", openapi_extra=files.UPLOAD_SCHEMA)
+async def create_file(
+    request: Request, rt: Runtime = Depends(runtime), s: Session = Depends(session), project: str = Depends(project_id)
+) -> dict:
+    """Multipart ``file`` and ``purpose``, read as they stream in (see ``files.receive_file``)."""
+    return file_object(await files.receive_file(request, s, rt.artifacts, rt.settings, project))
 
 
 @router.get("")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import project_id
+from api.deps import Runtime, project_id, runtime
 from api.errors import InvalidRequest
 from api.schemas import page
 from api.services import graders
@@ -35,12 +35,13 @@ def validate_grader(req: GraderValidate, _: str = Depends(project_id)) -> dict:
 
 
 @router.post("/run")
-def run_grader(req: GraderRun, _: str = Depends(project_id)) -> dict:
-    """OpenAI's shape for one ``model_sample``; a list of samples gets a list of those results."""
+async def run_grader(req: GraderRun, rt: Runtime = Depends(runtime), project: str = Depends(project_id)) -> dict:
+    """OpenAI's shape for one ``model_sample``; a list of samples gets a list of those results.
+    Runs on the grader gate's threads, as the project's share of them, with no database session."""
     samples = [req.model_sample] if isinstance(req.model_sample, str) else req.model_sample
     items = req.item if isinstance(req.item, list) else [req.item] * len(samples)
     if len(items) != len(samples):
         raise InvalidRequest(f"item has {len(items)} entries for {len(samples)} samples; give one item, "
                              "or one per sample", "item", "invalid_value")  # fmt: skip
-    results = graders.run_grader(req.grader, samples, items)
+    results = await rt.graders.run(project, graders.run_grader, req.grader, samples, items)
     return results[0] if isinstance(req.model_sample, str) else page(results, False)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import hmac
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 
 from api.deps import Runtime, runtime
+from api.errors import Unauthorized
 from store.broker import broker_reachable
 from store.models import JOB_STATUSES
 from store.repos import Jobs
@@ -17,7 +20,8 @@ JOBS = Gauge("rapid_jobs", "Fine-tuning jobs by status", ["status"])
 
 
 @router.get("/healthz")
-def healthz() -> dict:
+async def healthz() -> dict:
+    """On the event loop itself: it answers even when every worker thread is busy."""
     return {"status": "ok"}
 
 
@@ -29,7 +33,14 @@ def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
 
 
 @router.get("/metrics")
-def metrics(rt: Runtime = Depends(runtime)) -> Response:
+def metrics(request: Request, rt: Runtime = Depends(runtime)) -> Response:
+    """Service-wide figures only: request counts and latency by route template, job counts by status
+    summed over every project. No label names a project, key, file or job. With ``metrics_token``
+    set, only a scraper that presents it may read them."""
+    token = rt.settings.metrics_token
+    given = request.headers.get("authorization", "").encode()
+    if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token")
     with rt.sessions() as s:
         counts = Jobs(s).count_by_status()
     for status in JOB_STATUSES:

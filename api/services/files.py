@@ -8,8 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from api.errors import InvalidRequest, NotFound, TooLarge
 from store.artifacts import Artifacts
@@ -19,6 +22,11 @@ from store.settings import Settings
 
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
+# The upload's body as OpenAPI shows it (the route reads it itself, so FastAPI cannot infer it).
+UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "purpose"],
+    "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": list(PURPOSES)}},
+}}}}}  # fmt: skip
 
 
 def _spool(src: BinaryIO, dst: Path, limit: int) -> int:
@@ -64,6 +72,25 @@ def validate_jsonl(path: Path, max_lines: int) -> tuple[int, list[str]]:
     return count, sorted(common or ())
 
 
+async def receive_file(
+    request: Request, s: Session, store: Artifacts, settings: Settings, project_id: str
+) -> File:
+    """Parse the multipart body as it arrives, then check and store the file on a worker thread.
+
+    Starlette spools the part to an unnamed temporary file (nothing is left behind if the upload
+    breaks off); ``RequestGuard`` has already cut the stream at the size limit with a 413. Parsing
+    here, not in a FastAPI ``UploadFile`` parameter, lets a full disk reach the 507 handler instead
+    of turning into "error parsing the body"."""
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("Missing the 'file' part of the multipart body", "file", "missing_file")
+        if not isinstance(purpose, str):
+            raise InvalidRequest("Missing the 'purpose' field of the multipart body", "purpose", "missing_purpose")
+        filename = upload.filename or "upload.jsonl"
+        return await run_in_threadpool(create_file, s, store, settings, project_id, upload.file, filename, purpose)
+
+
 def create_file(
     s: Session, store: Artifacts, settings: Settings, project_id: str, src: BinaryIO, filename: str, purpose: str
 ) -> File:
@@ -76,9 +103,15 @@ def create_file(
         file_id = new_id("file")
         file = File(id=file_id, project_id=project_id, filename=filename[:255], purpose=purpose, bytes=size,
                     lines=lines, fields=fields, storage_key=f"files/{file_id}.jsonl")  # fmt: skip
-        Files(s).add(file)
+        # Stored before the row, which is committed at once: no database transaction stays open
+        # while the bytes are copied, and a row never points at a missing file.
         store.put_file(file.storage_key, path)
-    s.commit()
+    try:
+        Files(s).add(file)
+        s.commit()
+    except BaseException:
+        store.delete(file.storage_key)
+        raise
     return file
 
 

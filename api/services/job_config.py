@@ -7,13 +7,15 @@ so a bad value is a 400 naming the field. The core is imported lazily and never 
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from api.errors import InvalidRequest
 from api.services.files import read_records
 from rapid_core.config import TrainConfig, make_config
-from rapid_core.errors import ConfigError, DatasetError
+from rapid_core.errors import ConfigError, DatasetError, ModelError
 from store.artifacts import Artifacts
 from store.models import File
 from store.settings import Settings
@@ -135,6 +137,39 @@ def _first_bad_record(artifacts: Artifacts, file: File, grader: Any) -> str | No
 
 
 def _check_model(model: str) -> None:
-    from rapid_core.model_source import resolve_model  # raises ModelError -> 400 naming the model
+    """A model the service can load, or one 400 whose words never depend on the API host's files: a
+    tenant must not learn which paths exist there by naming them (``/etc``, ``/root/x.gguf``) as a
+    model. So a local path is accepted only when it holds a model (GGUF magic, or a config.json of a
+    model), and every refusal reads the same. The alias errors stay precise (they are about the
+    service's install), and so does the local CLI (``rapid train``)."""
+    from rapid_core.model_source import ALIASES, resolve_model
 
-    resolve_model(model)
+    try:
+        source = resolve_model(model)
+        if model in ALIASES or _is_model(source):
+            return
+    except ModelError:
+        if model in ALIASES:
+            raise
+    except (OSError, RuntimeError, ValueError):  # an unreadable path, "~nobody/x", a NUL byte
+        pass
+    raise InvalidRequest(
+        f"Model {model!r} is not available on this service: use one of the aliases ({', '.join(ALIASES)}), "
+        "or a model directory, .gguf file or Hugging Face model this service provides",
+        "model", "model_not_found",
+    )  # fmt: skip
+
+
+def _is_model(source) -> bool:
+    """A local source holds a model's first bytes; a hub id (no local path) is the hub's to answer."""
+    path = Path(source.path)
+    if source.gguf_file:
+        with (path / source.gguf_file).open("rb") as f:
+            return f.read(4) == b"GGUF"
+    if not path.is_dir():
+        return True
+    config = path / "config.json"
+    if config.stat().st_size > 2**20:
+        return False
+    values = json.loads(config.read_bytes())
+    return isinstance(values, dict) and ("model_type" in values or "architectures" in values)

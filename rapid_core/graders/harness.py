@@ -25,10 +25,11 @@ def harness_source() -> str:
     return (Path(__file__).with_name("code_harness.py")).read_text()
 
 
-def make_job(job: dict[str, Any], limits: Limits) -> tuple[SandboxJob, str]:
-    """A sandbox job running the harness on ``job``, and the nonce its verdict line must carry."""
+def make_job(job: dict[str, Any], limits: Limits, binds: tuple[str, ...] = ()) -> tuple[SandboxJob, str]:
+    """A sandbox job running the harness on ``job``, and the nonce its verdict line must carry.
+    ``binds``: host paths the run must read besides the sandbox's allow-list (a Lean project)."""
     nonce = secrets.token_hex(16)
-    return SandboxJob(harness_source(), json.dumps({**job, "nonce": nonce}), {}, limits), nonce
+    return SandboxJob(harness_source(), json.dumps({**job, "nonce": nonce}), {}, limits, binds), nonce
 
 
 def read_verdict(result: SandboxResult, nonce: str) -> dict[str, Any] | None:

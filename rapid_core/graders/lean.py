@@ -2,8 +2,9 @@
 
 Only where ``lake`` is on PATH and a project with Mathlib is named (``project`` in the spec or
 RAPID_LEAN_PROJECT); otherwise the grader refuses at construction, i.e. at job creation. The proof
-is checked by ``lake env lean`` inside the sandbox (Lean's ``#eval`` can run arbitrary code). A
-toolchain under a home directory must be listed in RAPID_SANDBOX_BIND to be visible there.
+is checked by ``lake env lean`` inside the sandbox (Lean's ``#eval`` can run arbitrary code). The
+sandbox shows only an allow-list of the host: the project is mounted (read-only) for each run, and a
+toolchain outside /usr (``~/.elan``, say) must be listed in RAPID_SANDBOX_BIND to be visible there.
 """
 
 from __future__ import annotations
@@ -84,9 +85,8 @@ class LeanGrader(Grader):
                 "lake": self.lake,
                 "project": self.project,
             }
-            job, nonce = make_job(
-                {"mode": "grade", "code": _CHECK_SOURCE, "sample": {}, "item": lean_item}, self.limits
-            )
+            job, nonce = make_job({"mode": "grade", "code": _CHECK_SOURCE, "sample": {}, "item": lean_item},
+                                  self.limits, binds=(self.project,))  # fmt: skip
             runs.append((nonce, pool.submit(job)))
         return [r if isinstance(r, Grade) else self._grade(r[1].result(), r[0]) for r in runs]
 

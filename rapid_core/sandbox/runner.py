@@ -42,6 +42,9 @@ class SandboxJob:
     stdin: str = ""
     files: dict[str, str] = field(default_factory=dict)  # extra read-only files beside main.py
     limits: Limits = Limits()
+    # Host paths this run may read besides the sandbox's allow-list (a Lean project): set by a
+    # grader from its own configuration, never from a request.
+    binds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,11 @@ def run(job: SandboxJob) -> SandboxResult:
     info = backend.sandbox_info()
     if info.backend is None:
         return SandboxResult("sandbox_failure", None, "", "", 0.0, f"no sandbox available: {info.reason}")
-    return run_with_backend(info.backend, job.source, job.limits, job.stdin, job.files)
+    return run_with_backend(info.backend, job.source, job.limits, job.stdin, job.files, job.binds)
 
 
 def run_with_backend(name: str, source: str, limits: Limits, stdin: str = "",
-                     files: dict[str, str] | None = None) -> SandboxResult:  # fmt: skip
+                     files: dict[str, str] | None = None, binds: tuple[str, ...] = ()) -> SandboxResult:  # fmt: skip
     start = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="rapid-sbx-"))
     try:
@@ -84,7 +87,7 @@ def run_with_backend(name: str, source: str, limits: Limits, stdin: str = "",
             os.chown(prog, uid or os.getuid(), uid or os.getgid())
         # Not -I: that would ignore PYTHONHASHSEED; the environment is ours (cleared) anyway.
         argv = [backend.python_executable(), "-s", "-B", f"{_program_dir(name, prog)}/main.py"]
-        cmd = backend.BUILDERS[name](argv, str(prog), limits, uid)
+        cmd = backend.BUILDERS[name](argv, str(prog), limits, uid, binds)
         return _execute(cmd, root, limits, start, uid, cwd=str(prog))
     except OSError as err:
         return SandboxResult(

@@ -87,11 +87,13 @@ class Service:
     def _log(self, name: str):
         return (self.workdir / f"{name}.log").open("ab")
 
-    def start_api(self, *cmd: str) -> None:
+    def start_api(self, *cmd: str, launcher: tuple[str, ...] = ()) -> None:
+        """The API server (uvicorn unless ``cmd`` says otherwise), started through ``launcher`` (a
+        command that ends by exec'ing its arguments, so the API keeps the launcher's pid)."""
         self.port = free_port()
         command = cmd or ("-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(self.port))
         command = [c.replace("{port}", str(self.port)) for c in command]
-        self.api = subprocess.Popen([sys.executable, *command], cwd=self.workdir, env=self.env,
+        self.api = subprocess.Popen([*launcher, sys.executable, *command], cwd=self.workdir, env=self.env,
                                     stdout=self._log("api"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         wait_until(lambda: _healthy(self.base_url), 120, "the API to answer /healthz", self)
 

@@ -7,7 +7,6 @@ import pytest
 from api.errors import InvalidRequest
 from api.services.files import validate_jsonl
 from api.services.job_config import BASE_LEARNING_RATE, build_job_config
-from rapid_core.errors import ModelError
 from store.models import File
 from store.settings import Settings
 
@@ -59,9 +58,37 @@ def test_grader_fields_must_be_in_every_record():
     assert err.value.param == "training_file"
 
 
-def test_unknown_model_is_a_model_error():
-    with pytest.raises(ModelError):
+def test_unknown_model_is_a_400_naming_the_model():
+    with pytest.raises(InvalidRequest, match="'no-such-model' is not available") as err:
         build({}, model="no-such-model")
+    assert (err.value.param, err.value.code) == ("model", "model_not_found")
+
+
+@pytest.mark.parametrize(
+    "there,absent",
+    [("/etc", "/etc-nope"), ("/root", "/root-nope"), ("FAKE.gguf", "/root/secret.gguf"), ("FAKE", "/nope/x"),
+     ("/usr/bin/env", "/usr/bin/nope"), ("~root", "~nobody-here/x"), ("/etc/hostname", "/etc/ho\x00st")],
+)  # fmt: skip
+def test_a_model_path_error_reads_the_same_whether_or_not_the_path_exists(tmp_path, there, absent):
+    # Files that exist but hold no model: a .gguf without GGUF's magic, a directory whose config.json
+    # is not a model's.
+    (tmp_path / "FAKE.gguf").write_text("secret, not a model")
+    (tmp_path / "FAKE").mkdir()
+    (tmp_path / "FAKE" / "config.json").write_text('{"password": "x"}')
+    there = str(tmp_path / there) if there.startswith("FAKE") else there
+    errors = []
+    for model in (there, absent):
+        with pytest.raises(InvalidRequest) as err:
+            build({}, model=model)
+        errors.append((err.value.message.replace(repr(model), "MODEL"), err.value.param, err.value.code))
+    assert errors[0] == errors[1] and errors[0][2] == "model_not_found"
+
+
+def test_a_model_directory_is_accepted_by_path(tiny_model):
+    from rapid_core.model_source import resolve_model
+
+    config, _ = build({"rounds": 1}, model=resolve_model(tiny_model).path)
+    assert config["model"] == resolve_model(tiny_model).path
 
 
 def test_jsonl_validation_names_the_bad_line(tmp_path):

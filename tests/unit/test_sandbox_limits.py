@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rapid_core.sandbox import Limits, SandboxJob, SandboxPool, run_python, sandbox_info
+from rapid_core.sandbox import Limits, SandboxJob, SandboxPool, owned_by, run, run_python, sandbox_info
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,19 +75,21 @@ def test_a_gigabyte_of_output_is_cut_at_the_file_size_limit():
     assert "File too large" in r.stderr or "limit" in r.detail
 
 
-def test_the_host_file_system_is_read_only_even_where_permissions_allow(tmp_path):
-    # One open directory under the caller's /tmp (hidden by the private tmpfs) and one outside every
-    # tmpfs the sandbox mounts (/var/lib: the checkout itself may live under /tmp, as CI's can).
-    outside = Path(tempfile.mkdtemp(dir="/var/lib"))
+def test_host_paths_are_read_only_even_where_permissions_allow(tmp_path):
+    # An open directory under the caller's /tmp (behind the private tmpfs), one outside every place
+    # the sandbox shows (/var/lib), and one it is told to show: that one is mounted read-only.
+    outside, shown = Path(tempfile.mkdtemp(dir="/var/lib")), Path(tempfile.mkdtemp(dir="/var/lib"))
     try:
-        for where in (tmp_path, outside):
+        for where in (tmp_path, outside, shown):
             where.chmod(0o777)
+        for where, error in ((tmp_path, "No such file"), (outside, "No such file"), (shown, "Read-only")):
             target = where / "escaped.txt"
-            r = run_python(f"open({str(target)!r}, 'w').write('x')")
-            assert r.status == "error" and not target.exists()
-        assert "Read-only" in r.detail
+            code = f"open({str(target)!r}, 'w').write('x')"
+            r = run(SandboxJob(code, binds=(str(shown),)))
+            assert r.status == "error" and error in r.detail and not target.exists()
     finally:
         shutil.rmtree(outside)
+        shutil.rmtree(shown)
     assert (
         run_python("open('scratch.txt', 'w').write('ok'); print(open('scratch.txt').read())").stdout == "ok\n"
     )
@@ -145,6 +147,22 @@ def test_pool_runs_programs_in_parallel():
     pool.close()
     assert [r.stdout for r in results] == ["done\n"] * 4
     assert time.perf_counter() - start < 3.5  # four one-second sleeps overlapped
+
+
+def test_pool_takes_owners_in_turn_so_a_long_queue_does_not_hold_back_another_owner():
+    pool = SandboxPool(max_workers=2, per_owner=1)
+    start = time.perf_counter()
+    with owned_by("busy"):
+        busy = [pool.submit(SandboxJob("import time; time.sleep(1)")) for _ in range(6)]
+    with owned_by("other"):
+        other = pool.submit(SandboxJob("print('mine')"))
+    assert other.result().stdout == "mine\n"
+    waited = time.perf_counter() - start
+    assert not busy[2].done()  # "busy" holds one worker at a time: its queue has hardly started
+    assert waited < 3.0, waited
+    assert all(f.result().status == "ok" for f in busy)
+    assert time.perf_counter() - start > 5.5  # six one-second runs, one at a time
+    pool.close()
 
 
 def test_stdin_reaches_the_program_and_runs_use_distinct_uids():
