@@ -49,6 +49,14 @@ if [ "$PHASE" = engine ]; then
   log "generation: plain generate vs the hf engine's loops, by batch"
   timeout 240 $PY bench/generation.py --model "$MODEL" --device "$DEVICE" --dtypes bf16 "${GEN[@]}" \
     --out "$OUT_DIR/gpu_generation.json" 2>&1 | tee -a "$LOG" | quiet
+  if [ -z "${SMALL:-}" ]; then
+    # TRL's GRPOTrainer on an H200: 0.033 s a sample at 256 new tokens, 256 samples a step (issue 9).
+    log "per-sample time at 256 new tokens, 256 samples a step (rapid, U = 4, random weights: no early EOS)"
+    timeout 150 $PY bench/compare.py --model "$MODEL" --device "$DEVICE" --dtype bf16 --eval-problems 0 --trl off \
+      --algorithms rapid --total-samples 1024 --group-size 8 --prompts-per-round 128 --mini-batch 256 \
+      --max-new-tokens 256 --gen-micro-batch 1024 --set minibatch_grouping=groups --set train_micro_batch=64 \
+      --out "$OUT_DIR/gpu_per_sample_256.json" 2>&1 | tee -a "$LOG" | quiet
+  fi
   log "engine phase done"
   exit 0
 fi
