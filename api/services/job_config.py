@@ -135,6 +135,7 @@ def _first_bad_record(artifacts: Artifacts, file: File, grader: Any) -> str | No
 
 
 def _check_model(model: str) -> None:
-    from rapid_core.model_source import resolve_model  # raises ModelError -> 400 naming the model
+    # ModelError -> 400 naming the model. A hub id is checked for shape only: the worker downloads it.
+    from rapid_core.model_source import check_model_name
 
-    resolve_model(model)
+    check_model_name(model)
