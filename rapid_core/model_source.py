@@ -1,13 +1,16 @@
-"""Model names -> where their weights are, without importing torch (the API validates jobs with
-this; only the worker loads models)."""
+"""Model names -> where their weights are, without importing torch: aliases, local directories, GGUF
+files and Hugging Face ids. The API checks a name with ``check_model_name`` (no network); the worker
+calls ``download_model`` once before training; loading uses ``resolve_model`` (no network)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rapid_core import hub
 from rapid_core.errors import ModelError
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
@@ -43,8 +46,18 @@ def _smollm2_gguf() -> Path:
     return found[0]
 
 
+def check_model_name(name: str) -> None:
+    """Validate a job's model without loading or downloading it: an alias or a local path must be
+    there; a Hugging Face id needs only the Hub's shape (the worker downloads it). ModelError if not."""
+    if _is_hub_id(name):
+        hub.check_hub_id(name)
+    else:
+        resolve_model(name)
+
+
 def resolve_model(name: str) -> ModelSource:
-    """Map a model name to its source without loading it; ModelError when it cannot be found."""
+    """Map a model name to its source without loading it or any network call: a Hugging Face id maps
+    to its cached snapshot (``download_model`` puts it there). ModelError when it cannot be found."""
     if name == SMOLLM2_ALIAS:
         gguf = _smollm2_gguf()
         return ModelSource(name, str(gguf.parent), gguf.name)
@@ -62,17 +75,42 @@ def resolve_model(name: str) -> ModelSource:
         if not (p / "config.json").is_file():
             raise ModelError(f"model directory {name!r} has no config.json")
         return ModelSource(name, str(p))
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(name, "config.json"), str) or not _offline():
-            return ModelSource(name, name)
-        raise ModelError(f"model {name!r} is not in the local Hugging Face cache and the hub is offline")
+    if hub.looks_like_hub_id(name):
+        hub.check_hub_id(name)
+        snapshot = hub.cached_snapshot(name)
+        if snapshot is None:
+            raise ModelError(
+                f"model {name!r} is not in the local Hugging Face cache: download it first "
+                f"(rapid_core.model_source.download_model, or `hf download {name}`)"
+            )
+        return ModelSource(name, str(snapshot))
     raise ModelError(
         f"unknown model {name!r}: use an alias ({', '.join(ALIASES)}), a local directory, "
-        "a .gguf file, or a Hugging Face id"
+        "a .gguf file, or a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct"
     )
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
+def download_model(name: str, progress: Callable[[str], None] | None = None) -> ModelSource:
+    """``resolve_model``, after downloading a Hugging Face id that the cache lacks (once; a complete
+    cached snapshot means no network call). ``progress`` gets messages (download start, every 10 %
+    or 5 s, end, or the cached copy used); without it huggingface_hub draws its progress bars.
+    ModelError, naming the model, when offline and not cached, or the download fails."""
+    if not _is_hub_id(name):
+        return resolve_model(name)
+    hub.check_hub_id(name)
+    snapshot = hub.cached_snapshot(name)
+    if snapshot is not None:
+        if progress:
+            progress(f"Using the cached copy of {name} (commit {snapshot.name[:12]})")
+        return ModelSource(name, str(snapshot))
+    if hub.offline():
+        raise ModelError(
+            f"model {name!r} is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE or "
+            f"TRANSFORMERS_OFFLINE is set): set HF_HUB_OFFLINE=0 on the worker to download it, or download it "
+            f"beforehand with `hf download {name}` into the same HF_HOME"
+        )
+    return ModelSource(name, str(hub.download_snapshot(name, progress)))
+
+
+def _is_hub_id(name: str) -> bool:
+    return name not in ALIASES and hub.looks_like_hub_id(name) and not Path(name).expanduser().is_dir()

@@ -20,6 +20,7 @@ from rapid_core.model_source import (  # noqa: F401  (re-exported for callers of
     ModelSource,
     _smollm2_gguf,
     cache_dir,
+    download_model,
     resolve_model,
 )
 
@@ -155,7 +156,7 @@ def load_policy(cfg: TrainConfig, adapter: str | None = None, trainable: bool = 
     """Load the model for training (or, with trainable=False, for evaluation only)."""
     from transformers import AutoModelForCausalLM
 
-    source = resolve_model(cfg.model)
+    source = download_model(cfg.model)  # a hub id not yet cached downloads here, with progress bars
     device = pick_device(cfg)
     dtype = pick_dtype(cfg, device)
     tokenizer = load_tokenizer(source)

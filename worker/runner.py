@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from rapid_core.config import make_config
 from rapid_core.errors import Cancelled, RapidError
+from rapid_core.model_source import download_model
 from store.artifacts import LocalArtifacts, put_directory_archive
 from store.db import make_engine, make_sessionmaker
 from store.models import TERMINAL, File, Job, now
@@ -60,6 +61,7 @@ def run_job(job_id: str, settings: Settings) -> str:
                 data_path=str(artifacts.local_path(training.storage_key)),
                 eval_path=str(artifacts.local_path(validation.storage_key)) if validation else None,
             )  # fmt: skip
+            download_model(cfg.model, progress=lambda message: _event(sessions, job_id, message))
             from rapid_core.trainer import train  # torch loads here, in the worker only
 
             summary = train(cfg, callbacks=[recorder], progress=False)

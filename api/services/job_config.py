@@ -142,8 +142,14 @@ def _check_model(model: str) -> None:
     model. So a local path is accepted only when it holds a model (GGUF magic, or a config.json of a
     model), and every refusal reads the same. The alias errors stay precise (they are about the
     service's install), and so does the local CLI (``rapid train``)."""
+    from rapid_core.hub import check_hub_id, looks_like_hub_id
     from rapid_core.model_source import ALIASES, resolve_model
 
+    # Hub-shaped names are hub ids here whatever the API host holds: their shape only, no network and
+    # no look at local files; the worker downloads them.
+    if model not in ALIASES and looks_like_hub_id(model):
+        check_hub_id(model)
+        return
     try:
         source = resolve_model(model)
         if model in ALIASES or _is_model(source):

@@ -91,6 +91,13 @@ def test_a_model_directory_is_accepted_by_path(tiny_model):
     assert config["model"] == resolve_model(tiny_model).path
 
 
+def test_a_hub_id_is_checked_for_shape_only():
+    config, _ = build({}, model="Qwen/Qwen2.5-0.5B-Instruct")
+    assert config["model"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    with pytest.raises(ModelError, match="'Qwen/Qwen 2.5' is not a valid Hugging Face model id"):
+        build({}, model="Qwen/Qwen 2.5")
+
+
 def test_jsonl_validation_names_the_bad_line(tmp_path):
     good = '{"messages": [{"role": "user", "content": "hi"}], "answer": "1"}\n'
     path = tmp_path / "f.jsonl"
