@@ -137,6 +137,8 @@ class TrainConfig(BaseModel):
             raise ValueError("set at least one of rounds, max_samples, time_budget_s")
         if self.engine == "vllm" and self.finetune != "lora":
             raise ValueError("engine vllm needs finetune=lora (adapters are handed to vLLM each round)")
+        if self.engine == "vllm" and self.lora_r > 512:  # vLLM's largest max_lora_rank
+            raise ValueError(f"engine vllm serves LoRA ranks up to 512, got lora_r={self.lora_r}")
         return self
 
     # --- derived terms (RAPID.md) ---

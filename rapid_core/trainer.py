@@ -82,10 +82,10 @@ class Trainer:
         random.seed(cfg.seed)
         self.policy: Policy = load_policy(cfg)
         options: dict[str, Any] = {"micro_batch": cfg.gen_micro_batch, "decode": cfg.decode}
-        if cfg.engine == "vllm":
+        if cfg.engine == "vllm":  # VLLMEngine's arguments (vLLM schedules its own batches)
             from rapid_core.models import _dense_dir, resolve_model
 
-            options |= {"model_dir": _dense_dir(resolve_model(cfg.model)), "lora_rank": cfg.lora_r}
+            options = {"model_dir": _dense_dir(resolve_model(cfg.model)), "lora_rank": cfg.lora_r, "seed": cfg.seed}
         self.engine = make_engine(cfg.engine, self.policy, **options)
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay

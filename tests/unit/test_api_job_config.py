@@ -7,6 +7,7 @@ import pytest
 from api.errors import InvalidRequest
 from api.services.files import validate_jsonl
 from api.services.job_config import BASE_LEARNING_RATE, build_job_config
+from rapid_core.errors import ModelError
 from store.models import File
 from store.settings import Settings
 
