@@ -114,12 +114,14 @@ def test_text_similarity_without_evaluation_metric_is_refused():
 
 def test_meteor_runs_on_the_installed_wordnet_and_credits_synonyms():
     grader = build_grader({**TEXT_SIMILARITY, "evaluation_metric": "meteor"})
-    reference = {"label": "the cat sat on the mat"}
-    assert grader.grade(reference, "the cat sat on the mat").score > 0.99
+    reference = {"label": "the car stopped at the light"}
+    assert grader.grade(reference, "the car stopped at the light").score > 0.99
     assert grader.grade(reference, "quarterly revenue grew strongly").score == 0.0
-    # WordNet lists "true cat" and "feline" as synonyms of cat, not "banana": METEOR credits only those.
-    synonym, other = (grader.grade(reference, f"the {w} sat on the mat").score for w in ("feline", "banana"))
-    assert synonym > other + 0.1
+    # WordNet lists "auto" as a synonym of car, not "pear": METEOR credits only the synonym.
+    synonym, other = (
+        grader.grade(reference, f"the {w} stopped at the light").score for w in ("auto", "pear")
+    )
+    assert synonym > 0.99 and other < 0.9
 
 
 @pytest.mark.parametrize("threshold", ["x", None, True, [1]])
