@@ -56,12 +56,17 @@ def body(message: str, type: str, param: str | None = None, code: str | None = N
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def grader_param(prefix: str, err: GraderError) -> str:
+    """The request field a GraderError is about: ``prefix`` plus the field inside the grader."""
+    return f"{prefix}.{err.field}" if getattr(err, "field", None) else prefix
+
+
 def _core_error(err: RapidError) -> tuple[str | None, str]:
     """(param, code) of a core error raised while validating a job."""
     if isinstance(err, ConfigError):
         return getattr(err, "param", None) or err.field, "invalid_hyperparameter"
     if isinstance(err, GraderError):
-        return "method.reinforcement.grader", "invalid_grader"
+        return grader_param("method.reinforcement.grader", err), "invalid_grader"
     if isinstance(err, ModelError):
         return "model", "model_not_found"
     if isinstance(err, DatasetError):

@@ -7,39 +7,53 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import Runtime, project_id, runtime, session
-from api.schemas import file_object, page
+from api.errors import NotFound
+from api.request_checks import StrictRoute
+from api.routes import ERROR_RESPONSES
+from api.schemas import FileDeleted, FileList, FileObject, file_object, id_page
 from api.services import files
-from store.repos import Files
+from store.repos import Files, UnknownCursor
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], route_class=StrictRoute, responses=ERROR_RESPONSES)
 
 
 @router.post("")
 def create_file(
-    file: UploadFile, purpose: str = Form(...), rt: Runtime = Depends(runtime),
+    file: UploadFile, purpose: str = Form(..., max_length=64), rt: Runtime = Depends(runtime),
     s: Session = Depends(session), project: str = Depends(project_id),
-) -> dict:  # fmt: skip
-    created = files.create_file(s, rt.artifacts, rt.settings, project, file.file, file.filename or "upload.jsonl", purpose)
+) -> FileObject:  # fmt: skip
+    created = files.create_file(
+        s, rt.artifacts, rt.settings, project, file.file, file.filename or "upload.jsonl", purpose
+    )
     return file_object(created)
 
 
 @router.get("")
 def list_files(
-    after: str | None = None, limit: int = Query(100, ge=1, le=10000),
+    after: str | None = None, limit: int = Query(10000, ge=1, le=10000),
     s: Session = Depends(session), project: str = Depends(project_id),
-) -> dict:  # fmt: skip
-    items, more = Files(s).page(project, after, limit)
-    return page([file_object(f) for f in items], more)
+) -> FileList:  # fmt: skip
+    try:
+        items, more = Files(s).page(project, after, limit)
+    except UnknownCursor:
+        raise NotFound("file", after or "", "after") from None
+    return FileList(**id_page([file_object(f) for f in items], more))
 
 
 @router.get("/{file_id}")
-def retrieve_file(file_id: str, s: Session = Depends(session), project: str = Depends(project_id)) -> dict:
+def retrieve_file(
+    file_id: str, s: Session = Depends(session), project: str = Depends(project_id)
+) -> FileObject:
     return file_object(files.get_file(s, project, file_id))
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_class=StreamingResponse, responses={
+    200: {"content": {"application/jsonl": {"schema": {"type": "string"}}}, "description": "The file's lines"}})  # fmt: skip
 def file_content(
-    file_id: str, rt: Runtime = Depends(runtime), s: Session = Depends(session), project: str = Depends(project_id)
+    file_id: str,
+    rt: Runtime = Depends(runtime),
+    s: Session = Depends(session),
+    project: str = Depends(project_id),
 ) -> StreamingResponse:
     f = files.get_file(s, project, file_id)
     return StreamingResponse(rt.artifacts.open(f.storage_key), media_type="application/jsonl")
@@ -47,7 +61,10 @@ def file_content(
 
 @router.delete("/{file_id}")
 def delete_file(
-    file_id: str, rt: Runtime = Depends(runtime), s: Session = Depends(session), project: str = Depends(project_id)
-) -> dict:
+    file_id: str,
+    rt: Runtime = Depends(runtime),
+    s: Session = Depends(session),
+    project: str = Depends(project_id),
+) -> FileDeleted:
     f = files.delete_file(s, rt.artifacts, project, file_id)
-    return {"id": f.id, "object": "file", "deleted": True}
+    return FileDeleted(id=f.id, deleted=True)
