@@ -25,9 +25,7 @@ def healthz() -> dict:
 def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks = {"database": _database_ok(rt), "broker": broker_reachable(rt.celery)}
     ready = all(checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503
-    )
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
 
 @router.get("/metrics")
