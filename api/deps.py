@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
@@ -34,7 +35,11 @@ def session(rt: Runtime = Depends(runtime)) -> Iterator[Session]:
         yield s
 
 
-def project_id(request: Request, s: Session = Depends(session)) -> str:
+# Declares the bearer key in the OpenAPI schema; the key itself is read below, with OpenAI's errors.
+_BEARER = HTTPBearer(auto_error=False, description="An API key from `rapid keys create`")
+
+
+def project_id(request: Request, s: Session = Depends(session), _bearer: object = Security(_BEARER)) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():

@@ -95,7 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, err: HTTPException):
         kind = "not_found" if err.status_code == 404 else "invalid_request"
-        return JSONResponse(body(str(err.detail), "invalid_request_error", None, kind), status_code=err.status_code)
+        return JSONResponse(body(str(err.detail), "invalid_request_error", None, kind), status_code=err.status_code,
+                            headers=getattr(err, "headers", None))  # e.g. Allow on a 405
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 
@@ -21,14 +21,14 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "The database or the broker is unreachable"}})
 def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks = {"database": _database_ok(rt), "broker": broker_reachable(rt.celery)}
     ready = all(checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(rt: Runtime = Depends(runtime)) -> Response:
     with rt.sessions() as s:
         counts = Jobs(s).count_by_status()
