@@ -71,8 +71,8 @@ class Files:
     def get(self, project_id: str, file_id: str) -> File | None:
         return self.s.scalar(select(File).where(File.id == file_id, File.project_id == project_id))
 
-    def page(self, project_id: str, after: str | None, limit: int) -> tuple[list[File], bool]:
-        return _page(self.s, File, File.project_id == project_id, after, limit)
+    def page(self, project_id: str, after: str | None, limit: int, newest_first: bool = True) -> tuple[list[File], bool]:
+        return _page(self.s, File, File.project_id == project_id, after, limit, newest_first)
 
     def delete(self, file: File) -> None:
         self.s.delete(file)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
@@ -30,11 +32,14 @@ def create_file(
 
 @router.get("")
 def list_files(
-    after: str | None = None, limit: int = Query(10000, ge=1, le=10000),
+    after: str | None = None, limit: int = Query(10000, ge=1, le=10000), order: Literal["asc", "desc"] = "desc",
+    purpose: str | None = Query(None, max_length=64, description="Only files of this purpose"),
     s: Session = Depends(session), project: str = Depends(project_id),
 ) -> FileList:  # fmt: skip
+    if purpose is not None and purpose not in files.PURPOSES:  # every file here is a fine-tune file
+        return FileList(data=[], first_id=None, last_id=None, has_more=False)
     try:
-        items, more = Files(s).page(project, after, limit)
+        items, more = Files(s).page(project, after, limit, newest_first=order == "desc")
     except UnknownCursor:
         raise NotFound("file", after or "", "after") from None
     return FileList(**id_page([file_object(f) for f in items], more))

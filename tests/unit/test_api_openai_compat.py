@@ -228,3 +228,13 @@ def test_deep_json_bodies_and_jsonl_lines_are_400(client):
     )
     error = error_of(response)
     assert error["param"] == "file" and "Line 2" in error["message"] and "nested" in error["message"]
+
+
+def test_files_list_takes_the_documented_order_and_purpose(client, sdk):
+    ids = [upload(client) for _ in range(3)]
+    assert [f.id for f in sdk.files.list()] == ids[::-1]
+    assert [f.id for f in sdk.files.list(order="asc", limit=2)] == ids
+    assert [f.id for f in sdk.files.list(purpose="fine-tune")] == ids[::-1]
+    assert list(sdk.files.list(purpose="assistants")) == []
+    page = client.get("/v1/files", params={"limit": 2}).json()
+    assert (page["first_id"], page["last_id"], page["has_more"]) == (ids[2], ids[1], True)
