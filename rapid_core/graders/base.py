@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from rapid_core.errors import GraderError
+from rapid_core.graders.templates import TemplateError
 from rapid_core.registry import Registry
 
 Status = Literal["ok", "wrong", "timeout", "error", "sandbox_failure"]
@@ -82,8 +83,6 @@ class Grader(ABC):
 def failed_grade(err: Exception, start: float) -> Grade:
     """The grade of a sample the grader could not score: a template path missing from this record
     or sample, or a broken checker. Counted as a checker failure, never fatal."""
-    from rapid_core.graders.templates import TemplateError
-
     kind = "other_error"
     if isinstance(err, TemplateError):
         kind = "sample_parse_error" if err.namespace == "sample" else "invalid_variable_error"

@@ -8,7 +8,9 @@ before the job arrived, so the child (same uid, no capabilities) cannot read its
 descriptors; it reads the nonce from stdin, checks the child's report and exit, and writes
 ``<nonce> <json verdict>`` as its last act. A child that exits early (``sys.exit(0)``,
 ``os._exit``), dies, or reports something malformed is a crash, never a pass; printing a verdict
-line is useless without the nonce.
+line is useless without the nonce. What the child reports stays the program's own claim: code that
+runs in the child can write to the report pipe itself (for ``code_tests`` the candidate runs in the
+same process as its tests, as in EvalPlus), so the parent checks the report's shape and counts.
 """
 
 import base64

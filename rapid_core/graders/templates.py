@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from rapid_core.errors import GraderError
@@ -40,7 +39,6 @@ class Path:
         return self.namespace + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in self.steps)
 
 
-@lru_cache(maxsize=4096)
 def parse_template(template: str) -> tuple[Path, ...]:
     """Every path the template reads; GraderError names the first ``{{...}}`` that is not one."""
     paths = []
