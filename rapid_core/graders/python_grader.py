@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
+from dataclasses import replace
 from typing import Any
 
 from rapid_core.errors import GraderError
@@ -18,6 +19,7 @@ from rapid_core.graders.templates import sample_namespace
 from rapid_core.sandbox import Limits, SandboxPool, SandboxResult, default_pool
 
 MAX_SOURCE_BYTES = 256 * 1024
+LOAD_SECONDS = 10.0
 
 
 @register_grader("python")
@@ -46,7 +48,9 @@ class PythonGrader(Grader):
 
     def self_check(self, item: dict[str, Any] | None = None) -> None:
         """Run the source's top level once in the sandbox: it must finish and define grade()."""
-        job, nonce = make_job({"mode": "load", "code": self.source}, self.limits)
+        # At most LOAD_SECONDS: this runs while a request waits, whatever the grader's own timeout.
+        limits = replace(self.limits, timeout_s=min(self.limits.timeout_s, LOAD_SECONDS))
+        job, nonce = make_job({"mode": "load", "code": self.source}, limits)
         result = (self.pool or default_pool()).submit(job).result()
         if result.status == "sandbox_failure":
             return  # the sandbox, not the grader, is broken: the job's health check reports it
