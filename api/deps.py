@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
@@ -35,7 +36,11 @@ def session(rt: Runtime = Depends(runtime)) -> Iterator[Session]:
         yield s
 
 
-async def project_id(request: Request) -> str:
+# Declares the bearer key in the OpenAPI schema; RequestGuard reads and checks it, with OpenAI's errors.
+_BEARER = HTTPBearer(auto_error=False, description="An API key from `rapid keys create`")
+
+
+async def project_id(request: Request, _bearer: object = Security(_BEARER)) -> str:
     """The caller's project: ``RequestGuard`` checked the API key before the body was read."""
     project = getattr(request.state, "project_id", None)
     if project is None:

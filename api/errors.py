@@ -71,12 +71,17 @@ def body(message: str, type: str, param: str | None = None, code: str | None = N
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def grader_param(prefix: str, err: GraderError) -> str:
+    """The request field a GraderError is about: ``prefix`` plus the field inside the grader."""
+    return f"{prefix}.{err.field}" if getattr(err, "field", None) else prefix
+
+
 def _core_error(err: RapidError) -> tuple[str | None, str]:
     """(param, code) of a core error raised while validating a job."""
     if isinstance(err, ConfigError):
         return getattr(err, "param", None) or err.field, "invalid_hyperparameter"
     if isinstance(err, GraderError):
-        return "method.reinforcement.grader", "invalid_grader"
+        return grader_param("method.reinforcement.grader", err), "invalid_grader"
     if isinstance(err, ModelError):
         return "model", "model_not_found"
     if isinstance(err, DatasetError):
@@ -109,7 +114,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"Request body is larger than the limit of {limit} bytes"
             return JSONResponse(body(message, "invalid_request_error", None, "request_too_large"), 413)
         kind = "not_found" if err.status_code == 404 else "invalid_request"
-        return JSONResponse(body(str(err.detail), "invalid_request_error", None, kind), status_code=err.status_code)
+        return JSONResponse(body(str(err.detail), "invalid_request_error", None, kind), status_code=err.status_code,
+                            headers=getattr(err, "headers", None))  # e.g. Allow on a 405
 
     @app.exception_handler(OSError)
     async def _os(request: Request, err: OSError):

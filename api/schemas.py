@@ -1,8 +1,9 @@
-"""Request bodies and the OpenAI-shaped response objects."""
+"""Request bodies and the OpenAI-shaped response objects, as typed models so that the OpenAPI schema
+describes what each route really takes and returns. Fields marked "ours" are RAPID's extensions."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,10 +11,16 @@ from store.models import Checkpoint, Event, File, Job, Metric
 
 # --- requests -------------------------------------------------------------------------------------
 
+GraderSpec = Annotated[dict[str, Any], Field(description="A grader object (string_check, text_similarity, "
+                                                        "python, multi, or ours: numeric, exact, math, "
+                                                        "code_tests, lean)")]  # fmt: skip
+MAX_SAMPLES = 64  # one /run request grades at most this many samples (the list form, ours)
+Sample = Annotated[str, Field(max_length=1_000_000)]
+
 
 class Reinforcement(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    grader: dict[str, Any]
+    grader: GraderSpec
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -26,60 +33,255 @@ class Method(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")  # e.g. integrations: accepted, unused
     model: str = Field(min_length=1, max_length=255)
-    training_file: str
-    validation_file: str | None = None
+    training_file: str = Field(max_length=64)
+    validation_file: str | None = Field(None, max_length=64)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     suffix: str | None = Field(None, max_length=64)
     metadata: dict[str, str] | None = None
     method: Method
 
 
+class GraderValidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grader: GraderSpec
+
+
+class GraderRun(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # e.g. the older reference_answer: accepted, unused
+    grader: GraderSpec
+    model_sample: Sample | Annotated[list[Sample], Field(min_length=1, max_length=MAX_SAMPLES)] = Field(
+        description="The completion to grade; ours: a list of up to 64 completions"
+    )
+    item: dict[str, Any] | Annotated[list[dict[str, Any]], Field(max_length=MAX_SAMPLES)] = Field(
+        default_factory=dict, description="The dataset record; ours: one record per sample of a list")  # fmt: skip
+
+
 # --- responses ------------------------------------------------------------------------------------
 
 
-def page(data: list[dict], has_more: bool) -> dict:
-    return {"object": "list", "data": data, "has_more": has_more}
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
 
 
-def file_object(f: File) -> dict:
-    return {
-        "id": f.id, "object": "file", "bytes": f.bytes, "created_at": f.created_at,
-        "filename": f.filename, "purpose": f.purpose, "status": "processed",
-        "status_details": None, "expires_at": None, "lines": f.lines,
-    }  # fmt: skip
+class ErrorResponse(BaseModel):
+    error: ErrorBody
 
 
-def job_object(j: Job) -> dict:
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str = "processed"
+    status_details: str | None = None
+    expires_at: int | None = None
+    lines: int = Field(description="Ours: the number of records in the file")
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class JobError(BaseModel):
+    code: str | None
+    message: str
+    param: str | None = None
+
+
+class JobHyperparameters(BaseModel):
+    batch_size: int | str | None
+    learning_rate_multiplier: float | str | None
+    n_epochs: int | str | None
+
+
+class ReinforcementOut(BaseModel):
+    grader: dict[str, Any]
+    hyperparameters: dict[str, Any]
+
+
+class MethodOut(BaseModel):
+    type: Literal["reinforcement"] = "reinforcement"
+    reinforcement: ReinforcementOut
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None
+    fine_tuned_model: str | None
+    finished_at: int | None
+    hyperparameters: JobHyperparameters
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: str = Field(description="validating_files, queued, running, succeeded, failed, cancelled, "
+                                    "or (as in OpenAI's pause) paused")  # fmt: skip
+    trained_tokens: int | None
+    training_file: str
+    validation_file: str | None
+    estimated_finish: int | None
+    integrations: list[dict[str, Any]]
+    metadata: dict[str, str] | None
+    user_provided_suffix: str | None
+    method: MethodOut
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class EventObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str = Field(description="info, warn or error")
+    message: str
+    data: dict[str, Any] | None
+    type: str = Field(description="message or metrics")
+
+
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EventObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class CheckpointObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, Any]
+    round: int = Field(description="Ours: the RAPID round the checkpoint ends")
+    final: bool = Field(description="Ours: the job's final adapter")
+    adapter_url: str = Field(description="Ours: where to download the adapter (.tar.gz)")
+
+
+class CheckpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CheckpointObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class MetricObject(BaseModel):
+    kind: str
+    step: int | None
+    round: int | None
+    phase: str | None
+    created_at: int
+    metrics: dict[str, Any]
+
+
+class MetricList(BaseModel):
+    """Ours: a job's metric records."""
+
+    object: Literal["list"] = "list"
+    data: list[MetricObject]
+    has_more: bool
+
+
+class GraderValidateResponse(BaseModel):
+    grader: dict[str, Any]
+
+
+class GraderRunMetadata(BaseModel):
+    name: str
+    type: str
+    errors: dict[str, Any]
+    execution_time: float
+    scores: dict[str, Any]
+    token_usage: int | None
+    sampled_model_name: str | None
+    status: str = Field(description="Ours: ok, wrong, timeout, error or sandbox_failure")
+    detail: str = Field(description="Ours: what went wrong, when something did")
+    sub_metadata: dict[str, Any] = Field(description="Ours: status and detail of each part of a multi grader")
+
+
+class GraderRunResponse(BaseModel):
+    reward: float
+    metadata: GraderRunMetadata
+    sub_rewards: dict[str, Any]
+    model_grader_token_usage_per_model: dict[str, Any]
+
+
+class GraderRunList(BaseModel):
+    """Ours: the answer to a list of samples."""
+
+    object: Literal["list"] = "list"
+    data: list[GraderRunResponse]
+    has_more: bool
+
+
+# --- building responses from rows -----------------------------------------------------------------
+
+
+def id_page(items: list, has_more: bool) -> dict[str, Any]:
+    """The fields of a cursor page: data, first_id, last_id, has_more."""
+    return {"data": items, "first_id": items[0].id if items else None,
+            "last_id": items[-1].id if items else None, "has_more": has_more}  # fmt: skip
+
+
+def file_object(f: File) -> FileObject:
+    return FileObject(id=f.id, bytes=f.bytes, created_at=f.created_at, filename=f.filename, purpose=f.purpose,
+                      lines=f.lines)  # fmt: skip
+
+
+def job_object(j: Job) -> JobObject:
     hyper = j.method.get("hyperparameters", {})
-    return {
-        "id": j.id,
-        "object": "fine_tuning.job",
-        "created_at": j.created_at,
-        "error": j.error,
-        "fine_tuned_model": j.fine_tuned_model,
-        "finished_at": j.finished_at,
-        "hyperparameters": {
+    return JobObject(
+        id=j.id,
+        created_at=j.created_at,
+        error=j.error,
+        fine_tuned_model=j.fine_tuned_model,
+        finished_at=j.finished_at,
+        hyperparameters={
             "batch_size": j.config.get("mini_batch_size"),
             "learning_rate_multiplier": hyper.get("learning_rate_multiplier", "auto"),
             "n_epochs": hyper.get("n_epochs", "auto"),
         },
-        "model": j.model,
-        "organization_id": j.project_id,
-        "result_files": [],
-        "seed": j.seed,
-        "status": j.status,
-        "trained_tokens": j.trained_tokens,
-        "training_file": j.training_file,
-        "validation_file": j.validation_file,
-        "estimated_finish": None,
-        "integrations": [],
-        "metadata": j.meta,
-        "suffix": j.suffix,
-        "method": {
-            "type": "reinforcement",
-            "reinforcement": {"grader": j.method["grader"], "hyperparameters": {**hyper, **_echoed(j.config)}},
+        model=j.model,
+        organization_id=j.project_id,
+        result_files=[],
+        seed=j.seed,
+        status=j.status,
+        trained_tokens=j.trained_tokens,
+        training_file=j.training_file,
+        validation_file=j.validation_file,
+        estimated_finish=None,
+        integrations=[],
+        metadata=j.meta,
+        user_provided_suffix=j.suffix,
+        method={
+            "reinforcement": {"grader": j.method["grader"], "hyperparameters": {**hyper, **_echoed(j.config)}}
         },
-    }
+    )
 
 
 def _echoed(config: dict) -> dict:
@@ -87,28 +289,25 @@ def _echoed(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("model", "task", "grader", "seed")}
 
 
-def event_object(e: Event) -> dict:
-    return {
-        "id": e.id, "object": "fine_tuning.job.event", "created_at": e.created_at,
-        "level": e.level, "message": e.message, "data": e.data, "type": e.type,
-    }  # fmt: skip
+def event_object(e: Event) -> EventObject:
+    return EventObject(id=e.id, created_at=e.created_at, level=e.level, message=e.message, data=e.data,
+                       type=e.type)  # fmt: skip
 
 
-def checkpoint_object(c: Checkpoint) -> dict:
-    return {
-        "id": c.id,
-        "object": "fine_tuning.job.checkpoint",
-        "created_at": c.created_at,
-        "fine_tuned_model_checkpoint": c.name,
-        "fine_tuning_job_id": c.job_id,
-        "step_number": c.step_number,
-        "metrics": {"step": c.step_number, "train_loss": c.metrics.get("loss"), **c.metrics},
-        "round": c.round,
-        "final": c.final,
-        "adapter_url": f"/v1/fine_tuning/jobs/{c.job_id}/checkpoints/{c.id}/adapter",
-    }
+def checkpoint_object(c: Checkpoint) -> CheckpointObject:
+    return CheckpointObject(
+        id=c.id,
+        created_at=c.created_at,
+        fine_tuned_model_checkpoint=c.name,
+        fine_tuning_job_id=c.job_id,
+        step_number=c.step_number,
+        metrics={"step": c.step_number, "train_loss": c.metrics.get("loss"), **c.metrics},
+        round=c.round,
+        final=c.final,
+        adapter_url=f"/v1/fine_tuning/jobs/{c.job_id}/checkpoints/{c.id}/adapter",
+    )
 
 
-def metric_object(m: Metric) -> dict:
-    return {"kind": m.kind, "step": m.step, "round": m.round, "phase": m.phase, "created_at": m.created_at,
-            "metrics": m.values}  # fmt: skip
+def metric_object(m: Metric) -> MetricObject:
+    return MetricObject(kind=m.kind, step=m.step, round=m.round, phase=m.phase, created_at=m.created_at,
+                        metrics=m.values)  # fmt: skip

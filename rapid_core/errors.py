@@ -19,7 +19,12 @@ class ModelError(RapidError):
 
 
 class GraderError(RapidError):
-    """A grader spec is invalid or a grader cannot run."""
+    """A grader spec is invalid or a grader cannot run. ``field`` names the spec field (dotted path
+    inside the grader, such as ``graders.a.reference``) when known."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class DatasetError(RapidError):

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Text, and_, cast, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.models import TERMINAL, ApiKey, Checkpoint, Event, File, Job, Metric, Project, now
@@ -18,13 +18,19 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _page(session: Session, model, project_or_job: Any, after: str | None, limit: int, newest_first=True):
-    """Cursor page over ``model`` filtered by ``project_or_job``; returns (items, has_more)."""
-    q = select(model).where(project_or_job)
+class UnknownCursor(LookupError):
+    """A page's ``after`` is not the id of an object in that list."""
+
+
+def _page(session: Session, model, where: Any, after: str | None, limit: int, newest_first=True):
+    """Cursor page over ``model`` filtered by ``where``; returns (items, has_more). An ``after`` that
+    is not in the filtered list raises UnknownCursor (never the first page again)."""
+    q = select(model).where(where)
     if after is not None:
-        cursor = session.scalar(select(model.seq).where(model.id == after))
-        if cursor is not None:
-            q = q.where(model.seq < cursor if newest_first else model.seq > cursor)
+        cursor = session.scalar(select(model.seq).where(model.id == after, where))
+        if cursor is None:
+            raise UnknownCursor(after)
+        q = q.where(model.seq < cursor if newest_first else model.seq > cursor)
     q = q.order_by(model.seq.desc() if newest_first else model.seq.asc()).limit(limit + 1)
     rows = list(session.scalars(q))
     return rows[:limit], len(rows) > limit
@@ -81,8 +87,8 @@ class Files:
     def get(self, project_id: str, file_id: str) -> File | None:
         return self.s.scalar(select(File).where(File.id == file_id, File.project_id == project_id))
 
-    def page(self, project_id: str, after: str | None, limit: int) -> tuple[list[File], bool]:
-        return _page(self.s, File, File.project_id == project_id, after, limit)
+    def page(self, project_id: str, after: str | None, limit: int, newest_first: bool = True) -> tuple[list[File], bool]:
+        return _page(self.s, File, File.project_id == project_id, after, limit, newest_first)
 
     def delete(self, file: File) -> None:
         self.s.delete(file)
@@ -104,8 +110,21 @@ class Jobs:
     def by_id(self, job_id: str) -> Job | None:
         return self.s.scalar(select(Job).where(Job.id == job_id))
 
-    def page(self, project_id: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
-        return _page(self.s, Job, Job.project_id == project_id, after, limit)
+    def page(self, project_id: str, after: str | None, limit: int, metadata: dict[str, str] | None = None,
+             *, without_metadata: bool = False) -> tuple[list[Job], bool]:  # fmt: skip
+        """Newest first; only jobs whose metadata has every key = value of ``metadata``, or (with
+        ``without_metadata``) jobs that have none."""
+        where = [Job.project_id == project_id]
+        where += [self._meta_has(key, value) for key, value in (metadata or {}).items()]
+        if without_metadata:
+            where.append(or_(Job.meta.is_(None), cast(Job.meta, Text).in_(("null", "{}"))))
+        return _page(self.s, Job, and_(*where), after, limit)
+
+    def _meta_has(self, key: str, value: str) -> Any:
+        if self.s.get_bind().dialect.name == "sqlite":  # a JSON path cannot quote every key there
+            pairs = func.json_each(Job.meta).table_valued("key", "value")
+            return exists(select(1).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value))
+        return Job.meta[key].as_string() == value
 
     def status(self, job_id: str) -> str | None:
         return self.s.scalar(select(Job.status).where(Job.id == job_id))

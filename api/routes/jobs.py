@@ -4,84 +4,136 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import Runtime, project_id, runtime, session
-from api.schemas import JobCreate, checkpoint_object, event_object, job_object, metric_object, page
+from api.errors import InvalidRequest, NotFound
+from api.request_checks import StrictRoute
+from api.routes import ERROR_RESPONSES
+from api.schemas import (
+    CheckpointList,
+    EventList,
+    JobCreate,
+    JobList,
+    JobObject,
+    MetricList,
+    checkpoint_object,
+    event_object,
+    id_page,
+    job_object,
+    metric_object,
+)  # fmt: skip
 from api.services import jobs
-from store.repos import Checkpoints, Events, Jobs, Metrics
+from store.repos import Checkpoints, Events, Jobs, Metrics, UnknownCursor
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=StrictRoute,
+                   responses=ERROR_RESPONSES)  # fmt: skip
 Session_ = Depends(session)
 Project = Depends(project_id)
+MAX_STEP = 2**31 - 1  # the metrics table's integer column
+METADATA_FILTER = ("Optional metadata filter: metadata[k]=v (every pair must match), or metadata=null for jobs "
+                   "without metadata")  # fmt: skip
 
 
 @router.post("")
-def create_job(req: JobCreate, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project) -> dict:
+def create_job(
+    req: JobCreate, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project
+) -> JobObject:
     return job_object(jobs.create_job(s, rt, project, req))
 
 
-@router.get("")
+@router.get("", openapi_extra={"parameters": [{
+    "name": "metadata", "in": "query", "required": False, "style": "deepObject", "explode": True,
+    "description": METADATA_FILTER, "schema": {"type": "object", "additionalProperties": {"type": "string"}}}]})  # fmt: skip
 def list_jobs(
-    after: str | None = None, limit: int = Query(20, ge=1, le=1000), s: Session = Session_, project: str = Project
-) -> dict:
-    items, more = Jobs(s).page(project, after, limit)
-    return page([job_object(j) for j in items], more)
+    request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
+    s: Session = Session_, project: str = Project,
+) -> JobList:  # fmt: skip
+    filters, without = _metadata_filter(request)
+    try:
+        items, more = Jobs(s).page(project, after, limit, filters, without_metadata=without)
+    except UnknownCursor:
+        raise NotFound("fine-tuning job", after or "", "after") from None
+    return JobList(**id_page([job_object(j) for j in items], more))
 
 
-@router.get("/{job_id}")
-def retrieve_job(job_id: str, s: Session = Session_, project: str = Project) -> dict:
-    return job_object(jobs.get_job(s, project, job_id))
+def _metadata_filter(request: Request) -> tuple[dict[str, str], bool]:
+    """``metadata[k]=v`` pairs (the official clients' deepObject form), and whether ``metadata=null``."""
+    pairs, without = {}, False
+    for name, value in request.query_params.multi_items():
+        if name == "metadata":
+            if value != "null":
+                raise InvalidRequest("metadata: use metadata[key]=value, or metadata=null", "metadata")
+            without = True
+        elif name.startswith("metadata[") and name.endswith("]") and len(name) > len("metadata[]"):
+            pairs[name[len("metadata[") : -1]] = value
+    if without and pairs:
+        raise InvalidRequest("metadata=null cannot be combined with metadata[key]=value", "metadata")
+    return pairs, without
 
 
-@router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, s: Session = Session_, project: str = Project) -> dict:
-    return job_object(jobs.cancel_job(s, project, job_id))
+@router.get("/{fine_tuning_job_id}")
+def retrieve_job(fine_tuning_job_id: str, s: Session = Session_, project: str = Project) -> JobObject:
+    return job_object(jobs.get_job(s, project, fine_tuning_job_id))
 
 
-@router.post("/{job_id}/pause")
-def pause_job(job_id: str, s: Session = Session_, project: str = Project) -> dict:
-    return job_object(jobs.pause_job(s, project, job_id))
+@router.post("/{fine_tuning_job_id}/cancel")
+def cancel_job(fine_tuning_job_id: str, s: Session = Session_, project: str = Project) -> JobObject:
+    return job_object(jobs.cancel_job(s, project, fine_tuning_job_id))
 
 
-@router.post("/{job_id}/resume")
-def resume_job(job_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project) -> dict:
-    return job_object(jobs.resume_job(s, rt, project, job_id))
+@router.post("/{fine_tuning_job_id}/pause")
+def pause_job(fine_tuning_job_id: str, s: Session = Session_, project: str = Project) -> JobObject:
+    return job_object(jobs.pause_job(s, project, fine_tuning_job_id))
 
 
-@router.get("/{job_id}/events")
+@router.post("/{fine_tuning_job_id}/resume")
+def resume_job(
+    fine_tuning_job_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project
+) -> JobObject:
+    return job_object(jobs.resume_job(s, rt, project, fine_tuning_job_id))
+
+
+@router.get("/{fine_tuning_job_id}/events")
 def list_events(
-    job_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
+    fine_tuning_job_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
     s: Session = Session_, project: str = Project,
-) -> dict:  # fmt: skip
-    job = jobs.get_job(s, project, job_id)
-    items, more = Events(s).page(job.id, after, limit)
-    return page([event_object(e) for e in items], more)
+) -> EventList:  # fmt: skip
+    job = jobs.get_job(s, project, fine_tuning_job_id)
+    try:
+        items, more = Events(s).page(job.id, after, limit)
+    except UnknownCursor:
+        raise NotFound("event of this job", after or "", "after") from None
+    return EventList(**id_page([event_object(e) for e in items], more))
 
 
-@router.get("/{job_id}/checkpoints")
+@router.get("/{fine_tuning_job_id}/checkpoints")
 def list_checkpoints(
-    job_id: str, after: str | None = None, limit: int = Query(10, ge=1, le=1000),
+    fine_tuning_job_id: str, after: str | None = None, limit: int = Query(10, ge=1, le=1000),
     s: Session = Session_, project: str = Project,
-) -> dict:  # fmt: skip
-    job = jobs.get_job(s, project, job_id)
-    items, more = Checkpoints(s).page(job.id, after, limit)
-    return page([checkpoint_object(c) for c in items], more)
+) -> CheckpointList:  # fmt: skip
+    job = jobs.get_job(s, project, fine_tuning_job_id)
+    try:
+        items, more = Checkpoints(s).page(job.id, after, limit)
+    except UnknownCursor:
+        raise NotFound("checkpoint of this job", after or "", "after") from None
+    return CheckpointList(**id_page([checkpoint_object(c) for c in items], more))
 
 
-@router.get("/{job_id}/metrics")
+@router.get("/{fine_tuning_job_id}/metrics")
 def list_metrics(
-    job_id: str, kind: Literal["step", "round", "eval"] | None = None,
-    step: int | None = Query(None, ge=0), step_min: int | None = Query(None, ge=0),
-    step_max: int | None = Query(None, ge=0), limit: int = Query(1000, ge=1, le=100_000),
-    s: Session = Session_, project: str = Project,
-) -> dict:  # fmt: skip
-    job = jobs.get_job(s, project, job_id)
+    fine_tuning_job_id: str, kind: Literal["step", "round", "eval"] | None = None,
+    step: int | None = Query(None, ge=0, le=MAX_STEP), step_min: int | None = Query(None, ge=0, le=MAX_STEP),
+    step_max: int | None = Query(None, ge=0, le=MAX_STEP),
+    limit: int = Query(1000, ge=1, le=100_000), s: Session = Session_, project: str = Project,
+) -> MetricList:  # fmt: skip
+    """Ours: the job's metric records (RAPID.md), filtered by kind and step."""
+    job = jobs.get_job(s, project, fine_tuning_job_id)
     lo, hi = (step, step) if step is not None else (step_min, step_max)
     rows = Metrics(s).query(job.id, kind=kind, step_min=lo, step_max=hi, limit=limit)
-    return page([metric_object(m) for m in rows], False)
+    return MetricList(data=[metric_object(m) for m in rows], has_more=False)
 
 
 def _archive(rt: Runtime, key: str, name: str) -> StreamingResponse:
@@ -89,16 +141,25 @@ def _archive(rt: Runtime, key: str, name: str) -> StreamingResponse:
     return StreamingResponse(rt.artifacts.open(key), media_type="application/gzip", headers=headers)
 
 
-@router.get("/{job_id}/adapter")
-def download_adapter(job_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project):
-    """The job's final adapter (or its newest checkpoint's) as a .tar.gz for PeftModel.from_pretrained."""
-    ckpt = jobs.get_checkpoint(s, project, job_id, None)
-    return _archive(rt, ckpt.storage_key, f"{job_id}-adapter")
+ARCHIVE = {200: {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+                 "description": "The adapter as a .tar.gz"}}  # fmt: skip
 
 
-@router.get("/{job_id}/checkpoints/{checkpoint_id}/adapter")
-def download_checkpoint_adapter(
-    job_id: str, checkpoint_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project
+@router.get("/{fine_tuning_job_id}/adapter", response_class=StreamingResponse, responses=ARCHIVE)
+def download_adapter(
+    fine_tuning_job_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project
 ):
-    ckpt = jobs.get_checkpoint(s, project, job_id, checkpoint_id)
-    return _archive(rt, ckpt.storage_key, f"{job_id}-round-{ckpt.round}")
+    """Ours: the job's final adapter (or its newest checkpoint's) as a .tar.gz for PeftModel.from_pretrained."""
+    ckpt = jobs.get_checkpoint(s, project, fine_tuning_job_id, None)
+    return _archive(rt, ckpt.storage_key, f"{fine_tuning_job_id}-adapter")
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints/{checkpoint_id}/adapter", response_class=StreamingResponse,
+            responses=ARCHIVE)  # fmt: skip
+def download_checkpoint_adapter(
+    fine_tuning_job_id: str, checkpoint_id: str, rt: Runtime = Depends(runtime), s: Session = Session_,
+    project: str = Project,
+):  # fmt: skip
+    """Ours: one checkpoint's adapter as a .tar.gz."""
+    ckpt = jobs.get_checkpoint(s, project, fine_tuning_job_id, checkpoint_id)
+    return _archive(rt, ckpt.storage_key, f"{fine_tuning_job_id}-round-{ckpt.round}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 
@@ -25,14 +25,14 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "The database or the broker is unreachable"}})
 def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks = {"database": _database_ok(rt), "broker": broker_reachable(rt.celery)}
     ready = all(checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request, rt: Runtime = Depends(runtime)) -> Response:
     """Service-wide figures only: request counts and latency by route template, job counts by status
     summed over every project. No label names a project, key, file or job. With ``metrics_token``

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from api import strict_json
 from api.errors import InvalidRequest, NotFound, TooLarge
 from store.artifacts import Artifacts
 from store.models import TERMINAL, File, Job, new_id
@@ -53,9 +54,10 @@ def validate_jsonl(path: Path, max_lines: int) -> tuple[int, list[str]]:
             if count > max_lines:
                 raise InvalidRequest(f"File has more than the limit of {max_lines} lines", "file", "too_many_lines")
             try:
-                row = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise InvalidRequest(f"Line {n} is not valid JSON: {err}", "file", "invalid_jsonl") from None
+                row = strict_json.loads(raw)
+            except strict_json.JsonError as err:
+                where = f" at {err.path}" if err.path else ""
+                raise InvalidRequest(f"Line {n} is not valid JSON{where}: {err.message}", "file", "invalid_jsonl") from None
             if not isinstance(row, dict):
                 raise InvalidRequest(f"Line {n} is not a JSON object", "file", "invalid_jsonl")
             messages = row.get("messages")
@@ -94,6 +96,8 @@ async def receive_file(
 def create_file(
     s: Session, store: Artifacts, settings: Settings, project_id: str, src: BinaryIO, filename: str, purpose: str
 ) -> File:
+    if "\x00" in filename:
+        raise InvalidRequest("The file name must not contain NUL characters", "file", "invalid_filename")
     if purpose not in PURPOSES:
         raise InvalidRequest(f"Unsupported purpose {purpose!r}; supported: {', '.join(PURPOSES)}", "purpose")
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,10 +7,9 @@ lazily, and the grader modules load no torch.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from api.errors import InvalidRequest
+from api.errors import InvalidRequest, grader_param
 
 GRADER_PARAM = "grader"
 # OpenAI's error flags on a run; each is False unless the grade says otherwise.
@@ -21,15 +20,23 @@ ERROR_FLAGS = (
 )  # fmt: skip
 
 
-def build(spec: dict[str, Any]):
-    """The core Grader of a spec, or a 400 naming what is wrong with it."""
+def build(spec: dict[str, Any], param: str = GRADER_PARAM, item: dict[str, Any] | None = None):
+    """The core Grader of a spec, checked so it cannot fail on every sample, or a 400 naming the
+    field that is wrong (``param`` is where the grader sits in the request)."""
     from rapid_core.errors import GraderError
     from rapid_core.graders import build_grader
 
     try:
-        return build_grader(spec)
+        grader = build_grader(spec)
+        grader.self_check(item)
     except GraderError as err:
-        raise InvalidRequest(f"Invalid grader: {err}", GRADER_PARAM, "invalid_grader") from None
+        raise InvalidRequest(f"Invalid grader: {err}", grader_param(param, err), "invalid_grader") from None
+    return grader
+
+
+def check_for_job(spec: dict[str, Any], first_record: dict[str, Any]) -> None:
+    """Job creation: the grader must run on the training file's first record (and load, if code)."""
+    build(spec, "method.reinforcement.grader", first_record)
 
 
 def validate_grader(spec: dict[str, Any]) -> dict[str, Any]:
@@ -39,8 +46,6 @@ def validate_grader(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_grader(spec: dict[str, Any], samples: list[str], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Score each sample against its item; one OpenAI-shaped run result per sample."""
-    from rapid_core.graders.multi import MultiGrader
-
     grader = build(spec)
     needed = sorted(grader.required_fields())
     for n, item in enumerate(items):
@@ -49,16 +54,8 @@ def run_grader(spec: dict[str, Any], samples: list[str], items: list[dict[str, A
             where = "item" if len(items) == 1 else f"item[{n}]"
             raise InvalidRequest(f"{where} lacks field {missing[0]!r}, which the grader reads", where,
                                  "missing_grader_fields")  # fmt: skip
-    start = time.perf_counter()
-    if isinstance(grader, MultiGrader):
-        # Grade each part once and combine, so the parts' scores come back as sub_rewards.
-        parts = {name: g.grade_batch(items, samples) for name, g in grader.graders.items()}
-        per_item = (time.perf_counter() - start) / max(1, len(samples))
-        subs = [{name: grades[i] for name, grades in parts.items()} for i in range(len(samples))]
-        grades = [grader._combine(sub, per_item) for sub in subs]
-    else:
-        grades, subs = grader.grade_batch(items, samples), [{} for _ in samples]
-    return [_result(grader, grade, sub) for grade, sub in zip(grades, subs, strict=True)]
+    graded = grader.grade_with_parts(items, samples)
+    return [_result(grader, grade, parts) for grade, parts in graded]
 
 
 def _result(grader, grade, subs: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +64,7 @@ def _result(grader, grade, subs: dict[str, Any]) -> dict[str, Any]:
         "metadata": {
             "name": grader.name,
             "type": grader.type,
-            "errors": _errors(grader.type, grade),
+            "errors": _errors(grade),
             "execution_time": grade.seconds,
             "scores": {name: g.score for name, g in subs.items()},
             "token_usage": None,
@@ -86,20 +83,16 @@ def _sub(grade) -> dict[str, Any]:
     return {"status": grade.status, "detail": grade.detail, "execution_time": grade.seconds}
 
 
-def _errors(kind: str, grade) -> dict[str, Any]:
+def _errors(grade) -> dict[str, Any]:
     errors: dict[str, Any] = dict.fromkeys(ERROR_FLAGS, False)
     errors.update(model_grader_server_error_details=None, python_grader_runtime_error_details=None,
                   python_grader_server_error_type=None)  # fmt: skip
-    if grade.status == "timeout":
-        errors["unresponsive_reward_error"] = True
-    elif grade.status == "sandbox_failure":
-        errors["python_grader_server_error"] = True
-        errors["python_grader_server_error_type"] = "sandbox_failure"
-    elif grade.status == "error" and kind == "python":
-        errors["python_grader_runtime_error"] = True
+    if grade.status == "ok" or grade.status == "wrong":
+        return errors
+    flag = grade.error or ("unresponsive_reward_error" if grade.status == "timeout" else "other_error")
+    errors[flag if flag in ERROR_FLAGS else "other_error"] = True
+    if flag == "python_grader_runtime_error":
         errors["python_grader_runtime_error_details"] = grade.detail
-    elif grade.status == "error" and grade.detail.startswith("calculate_output"):
-        errors["formula_parse_error"] = True
-    elif grade.status == "error":
-        errors["other_error"] = True
+    elif flag == "python_grader_server_error":
+        errors["python_grader_server_error_type"] = grade.status
     return errors

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from api.deps import Runtime
 from api.errors import InvalidRequest, NotFound, Unavailable
 from api.schemas import JobCreate
-from api.services.files import get_file
+from api.services.files import get_file, read_records
+from api.services.graders import check_for_job
 from api.services.job_config import build_job_config
 from store.broker import enqueue_job
 from store.models import TERMINAL, Checkpoint, Job
@@ -28,6 +29,7 @@ def create_job(s: Session, rt: Runtime, project_id: str, req: JobCreate) -> Job:
         model=req.model, grader=r.grader, hyperparameters=r.hyperparameters, seed=seed,
         training=training, validation=validation, settings=rt.settings, artifacts=rt.artifacts,
     )  # fmt: skip
+    check_for_job(r.grader, next(read_records(rt.artifacts, training)))
     job = Job(project_id=project_id, model=req.model, training_file=training.id,
               validation_file=validation.id if validation else None, seed=seed, suffix=req.suffix,
               meta=req.metadata, method=r.model_dump(), config=config, queue=queue, status="queued")  # fmt: skip

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from rapid_core.errors import GraderError
-from rapid_core.graders.base import Grade, Grader, register_grader
-from rapid_core.graders.templates import render, template_fields
+from rapid_core.graders.base import Grade, Grader, failed_grade, register_grader
+from rapid_core.graders.templates import check_record, render, template_fields, template_spec
 
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -41,20 +41,18 @@ def parse_number(text: str) -> float | None:
 class _ReferenceGrader(Grader):
     """Shared spec handling: ``reference`` is a template, by default ``{{item.answer}}``."""
 
+    fields = {"reference"}
+
     def __init__(self, spec: dict[str, Any]):
         super().__init__(spec)
-        self.reference = spec.get("reference", "{{item.answer}}")
-        if not isinstance(self.reference, str):
-            raise GraderError("grader.reference must be a template string such as '{{item.answer}}'")
-        unknown = set(spec) - {"type", "name", "reference"} - self.extra_fields
-        if unknown:
-            raise GraderError(f"unknown field(s) for {self.type} grader: {', '.join(sorted(unknown))}")
-        self._fields = template_fields(self.reference)
-
-    extra_fields: set[str] = set()
+        self.reference = template_spec(spec, "reference", "{{item.answer}}")
 
     def required_fields(self) -> set[str]:
-        return self._fields
+        return template_fields(self.reference)
+
+    def self_check(self, item: dict[str, Any] | None = None) -> None:
+        if item is not None:
+            check_record({"reference": self.reference}, item)
 
     def grade(self, item: dict[str, Any], output_text: str) -> Grade:
         start = time.perf_counter()
@@ -62,7 +60,7 @@ class _ReferenceGrader(Grader):
             reference = render(self.reference, item, output_text)
             score = self.score(reference, output_text)
         except Exception as err:  # a broken record or checker is counted, never fatal
-            return Grade(0.0, "error", f"{type(err).__name__}: {err}", time.perf_counter() - start)
+            return failed_grade(err, start)
         return Grade(score, self.classify(score), "", time.perf_counter() - start)
 
     def score(self, reference: str, output_text: str) -> float:
@@ -73,13 +71,13 @@ class _ReferenceGrader(Grader):
 class NumericGrader(_ReferenceGrader):
     """1.0 when the completion's final number equals the reference number (within ``tolerance``)."""
 
-    extra_fields = {"tolerance"}
+    fields = {"reference", "tolerance"}
 
     def __init__(self, spec: dict[str, Any]):
         super().__init__(spec)
         tol = spec.get("tolerance", 1e-6)
-        if not isinstance(tol, int | float) or tol < 0:
-            raise GraderError("grader.tolerance must be a non-negative number")
+        if not isinstance(tol, int | float) or isinstance(tol, bool) or not 0 <= tol < float("inf"):
+            raise GraderError("grader.tolerance must be a non-negative number", "tolerance")
         self.tolerance = float(tol)
 
     def score(self, reference: str, output_text: str) -> float:

@@ -1,10 +1,16 @@
 """The program that runs INSIDE the sandbox for code-running graders. Never imported by the host:
 ``code_tests`` and ``python`` ship this file's text as the sandboxed ``main.py``.
 
-It reads its job as JSON on stdin before any untrusted code runs (so the job, and its nonce, are
-in no file the code could read), runs it, and writes ``<nonce> <json verdict>`` as its last act.
-A program that exits early (``sys.exit(0)``, ``os._exit``) never writes the nonce, so the host
-counts it as a failure, never as a pass.
+Two processes, so that nothing the untrusted code can reach lets it write the verdict. The harness
+forks first; the child, whose memory never holds the nonce, gets the job without it on a pipe, runs
+the untrusted code and reports its result on a second pipe. The parent made itself non-dumpable
+before the job arrived, so the child (same uid, no capabilities) cannot read its memory or file
+descriptors; it reads the nonce from stdin, checks the child's report and exit, and writes
+``<nonce> <json verdict>`` as its last act. A child that exits early (``sys.exit(0)``,
+``os._exit``), dies, or reports something malformed is a crash, never a pass; printing a verdict
+line is useless without the nonce. What the child reports stays the program's own claim: code that
+runs in the child can write to the report pipe itself (for ``code_tests`` the candidate runs in the
+same process as its tests, as in EvalPlus), so the parent checks the report's shape and counts.
 """
 
 import base64
@@ -134,26 +140,103 @@ def run_grade(job, ns):
     return {"score": score}
 
 
-MODES = {"asserts": run_asserts, "outputs": run_outputs, "compare": run_compare, "grade": run_grade}
+def run_load(job, ns):
+    """Validation of a ``python`` grader: its top-level code ran; does it define grade()?"""
+    return {"loaded": callable(ns.get("grade"))}
 
 
-def main():
-    job = json.loads(sys.stdin.read())
-    nonce = job.pop("nonce")
-    verdict_fd = os.dup(1)  # kept aside: the code may close or replace sys.stdout
+MODES = {"asserts": run_asserts, "outputs": run_outputs, "compare": run_compare, "grade": run_grade,
+         "load": run_load}  # fmt: skip
+
+
+def child(job_fd, result_fd):
+    """Run the untrusted code; report the mode's result (or the crash) on ``result_fd``."""
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the parent's stdin carries the nonce
+    with os.fdopen(job_fd) as f:
+        job = json.loads(f.read())
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
         exec(compile(job.get("setup", ""), "<setup>", "exec"), ns)
         exec(compile(job["code"], "solution.py", "exec"), ns)
         exec(compile(job.get("after", ""), "<test setup>", "exec"), ns)  # MBPP may use the code's classes
-        verdict = MODES[job["mode"]](job, ns)
+        result = MODES[job["mode"]](job, ns)
     except SystemExit as err:  # exiting before the tests ran is a failure, whatever the code
-        verdict = {"crash": f"exited with {err.code!r} before the tests finished"}
+        result = {"crash": f"exited with {err.code!r} before the tests finished"}
     except BaseException as err:
         tb = traceback.format_exception_only(type(err), err)
-        verdict = {"crash": "".join(tb).strip()[-400:]}
+        result = {"crash": "".join(tb).strip()[-400:]}
     sys.stdout.flush()
-    os.write(verdict_fd, f"\n{nonce} {json.dumps(verdict)}\n".encode())
+    sys.stderr.flush()
+    with os.fdopen(result_fd, "w") as f:
+        f.write(json.dumps(result))
+    os._exit(0)
+
+
+def _non_dumpable():
+    """prctl(PR_SET_DUMPABLE, 0): processes of our uid can no longer ptrace us or open /proc/<pid>/*."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def checked(job, raw, status):
+    """The verdict from the child's report: its own result if it exited normally and the report has
+    the shape of the mode's result, else a crash."""
+    if os.WIFSIGNALED(status):
+        return {"crash": f"killed by signal {os.WTERMSIG(status)}"}
+    if not raw:
+        return {"crash": f"the program exited (status {os.WEXITSTATUS(status)}) before reporting a result"}
+    try:
+        result = json.loads(raw)
+    except ValueError:
+        return {"crash": "the program's report was not valid JSON"}
+    if not isinstance(result, dict) or os.WEXITSTATUS(status) != 0:
+        return {"crash": "the program's report was malformed"}
+    if "crash" in result:
+        return {"crash": str(result["crash"])[-400:]}
+    mode = job["mode"]
+    if mode == "grade":
+        score = result.get("score")
+        ok = isinstance(score, float | int) and not isinstance(score, bool) and math.isfinite(score)
+        return {"score": float(score)} if ok else {"crash": f"grade() result {score!r} is not a finite number"}
+    if mode in ("asserts", "compare"):
+        total = len(job["tests"]) if mode == "asserts" else len(job["inputs"])
+        passed = result.get("passed")
+        if result.get("total") != total or not isinstance(passed, int) or not 0 <= passed <= total:
+            return {"crash": "the program's report does not match its tests"}
+        return {"passed": passed, "total": total, "failure": str(result.get("failure", ""))[:1000]}
+    if mode == "outputs":
+        return {"outputs": result["outputs"]} if isinstance(result.get("outputs"), str) else {"crash": "no outputs"}
+    return {"loaded": result.get("loaded") is True}
+
+
+def main():
+    # Fork before the nonce is read, so the child's copy of this process never holds it.
+    job_r, job_w = os.pipe()
+    result_r, result_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(job_w)
+        os.close(result_r)
+        child(job_r, result_w)
+    os.close(job_r)
+    os.close(result_w)
+    try:
+        _non_dumpable()
+        job = json.loads(sys.stdin.read())
+        nonce = job.pop("nonce")
+    except BaseException:
+        os.kill(pid, 9)
+        raise  # no verdict: the host counts the run as a failure
+    with os.fdopen(job_w, "w") as f:
+        f.write(json.dumps(job))
+    with os.fdopen(result_r) as f:
+        raw = f.read()
+    _, status = os.waitpid(pid, 0)
+    verdict = checked(job, raw, status)
+    os.write(1, f"\n{nonce} {json.dumps(verdict)}\n".encode())
 
 
 if __name__ == "__main__":

@@ -32,23 +32,22 @@ STYLES = {
 
 @register_grader("code_tests")
 class CodeTestsGrader(Grader):
+    fields = {"style", "tests_field", "timeout", "memory_mb"}
+
     def __init__(self, spec: dict[str, Any], pool: SandboxPool | None = None):
         super().__init__(spec)
-        unknown = set(spec) - {"type", "name", "style", "tests_field", "timeout", "memory_mb"}
-        if unknown:
-            raise GraderError(f"unknown field(s) for code_tests grader: {', '.join(sorted(unknown))}")
         self.style = spec.get("style", "mbpp")
         if self.style not in STYLES:
-            raise GraderError(f"grader.style must be one of {sorted(STYLES)}, not {self.style!r}")
+            raise GraderError(f"grader.style must be one of {sorted(STYLES)}, not {self.style!r}", "style")
         self.tests_field = spec.get("tests_field", "test_list")
         if not isinstance(self.tests_field, str):
-            raise GraderError("grader.tests_field must be a record field name")
+            raise GraderError("grader.tests_field must be a record field name", "tests_field")
         timeout = spec.get("timeout", 20.0 if self.style == "evalplus" else 10.0)
-        if not isinstance(timeout, int | float) or not 0 < timeout <= 300:
-            raise GraderError("grader.timeout must be a number of seconds in (0, 300]")
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 300:
+            raise GraderError("grader.timeout must be a number of seconds in (0, 300]", "timeout")
         memory = spec.get("memory_mb", 1024)
-        if not isinstance(memory, int) or not 64 <= memory <= 16384:
-            raise GraderError("grader.memory_mb must be an integer in [64, 16384]")
+        if not isinstance(memory, int) or isinstance(memory, bool) or not 64 <= memory <= 16384:
+            raise GraderError("grader.memory_mb must be an integer in [64, 16384]", "memory_mb")
         self.limits = Limits(timeout_s=float(timeout), memory_mb=memory)
         self.pool = pool
         # evalplus: record digest -> (pickled reference outputs, seconds the reference took)

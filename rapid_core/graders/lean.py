@@ -45,23 +45,27 @@ def extract_proof(text: str) -> str:
 
 @register_grader("lean")
 class LeanGrader(Grader):
+    fields = {"project", "timeout"}
+
     def __init__(self, spec: dict[str, Any], pool: SandboxPool | None = None):
         super().__init__(spec)
-        unknown = set(spec) - {"type", "name", "project", "timeout"}
-        if unknown:
-            raise GraderError(f"unknown field(s) for lean grader: {', '.join(sorted(unknown))}")
         self.lake = shutil.which("lake")
         if self.lake is None:
             raise GraderError(
                 "the lean grader needs a Lean 4 toolchain with Mathlib: 'lake' is not on PATH here"
             )
         project = spec.get("project") or os.environ.get("RAPID_LEAN_PROJECT")
+        if project is not None and (not isinstance(project, str) or "\0" in project):
+            raise GraderError("grader.project must be the path of a Lake project", "project")
         if not project or not (Path(project) / ".lake" / "packages" / "mathlib").is_dir():
             raise GraderError("the lean grader needs a Lake project with Mathlib built: set grader.project "
                               "or RAPID_LEAN_PROJECT to its directory")  # fmt: skip
         self.project = str(Path(project).resolve())
+        timeout = spec.get("timeout", 300)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            raise GraderError("grader.timeout must be a number of seconds in (0, 3600]", "timeout")
         # Importing Mathlib maps gigabytes of .olean files: the address-space limit must allow it.
-        self.limits = Limits(timeout_s=float(spec.get("timeout", 300)), memory_mb=32768, processes=256)
+        self.limits = Limits(timeout_s=float(timeout), memory_mb=32768, processes=256)
         self.pool = pool
 
     def required_fields(self) -> set[str]:

@@ -12,7 +12,7 @@ class _Refused(Grader):
     why = ""
 
     def __init__(self, spec: dict[str, Any]):
-        raise GraderError(self.why)
+        raise GraderError(self.why, "type")
 
     def grade(self, item: dict[str, Any], output_text: str) -> Grade:  # pragma: no cover - never built
         raise NotImplementedError

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from rapid_core.errors import GraderError
-from rapid_core.graders.base import Grade, Grader, register_grader
-from rapid_core.graders.templates import render, template_fields
+from rapid_core.graders.base import Grade, Grader, failed_grade, register_grader
+from rapid_core.graders.templates import check_record, render, template_fields, template_spec
 
 OPERATIONS = {
     "eq": lambda a, b: a == b,
@@ -17,35 +17,31 @@ OPERATIONS = {
 }
 
 
-def template_spec(spec: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = spec.get(key, default)
-    if not isinstance(value, str):
-        raise GraderError(f"grader.{key} must be a template string such as '{{{{item.answer}}}}'")
-    template_fields(value)  # rejects roots other than item. / sample.
-    return value
-
-
 @register_grader("string_check")
 class StringCheckGrader(Grader):
+    fields = {"input", "reference", "operation"}
+
     def __init__(self, spec: dict[str, Any]):
         super().__init__(spec)
-        unknown = set(spec) - {"type", "name", "input", "reference", "operation"}
-        if unknown:
-            raise GraderError(f"unknown field(s) for string_check grader: {', '.join(sorted(unknown))}")
         self.input = template_spec(spec, "input", "{{sample.output_text}}")
         self.reference = template_spec(spec, "reference")
         self.operation = spec.get("operation")
         if self.operation not in OPERATIONS:
-            raise GraderError(f"grader.operation must be one of {sorted(OPERATIONS)}, not {self.operation!r}")
+            raise GraderError(f"grader.operation must be one of {sorted(OPERATIONS)}, not {self.operation!r}",
+                              "operation")  # fmt: skip
 
     def required_fields(self) -> set[str]:
         return template_fields(self.input) | template_fields(self.reference)
+
+    def self_check(self, item: dict[str, Any] | None = None) -> None:
+        if item is not None:
+            check_record({"input": self.input, "reference": self.reference}, item)
 
     def grade(self, item: dict[str, Any], output_text: str) -> Grade:
         start = time.perf_counter()
         try:
             a, b = render(self.input, item, output_text), render(self.reference, item, output_text)
         except Exception as err:
-            return Grade(0.0, "error", f"{type(err).__name__}: {err}", time.perf_counter() - start)
+            return failed_grade(err, start)
         score = float(OPERATIONS[self.operation](a, b))
         return Grade(score, self.classify(score), "", time.perf_counter() - start)

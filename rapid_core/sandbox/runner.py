@@ -81,6 +81,7 @@ def run_with_backend(name: str, source: str, limits: Limits, stdin: str = "",
         for name_, text in {**(files or {}), "main.py": source}.items():
             (prog / Path(name_).name).write_text(text)
         (root / "stdin").write_text(stdin)
+        os.chmod(root / "stdin", 0o600)  # the host opens it; the program must not reopen it by path
         uid = _uids.randrange(2**20, 2**30) if os.geteuid() == 0 else None
         if name == "unshare":  # no private tmpfs there: the program works in prog/, so it owns it
             os.chmod(root, 0o711)

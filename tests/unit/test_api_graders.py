@@ -42,14 +42,15 @@ def test_validate_needs_an_api_key(client):
 def test_validate_refuses_an_unknown_type_listing_the_known_ones(client):
     error = error_of(client.post(VALIDATE, json={"grader": {"type": "crystal_ball"}}))
     assert "'crystal_ball'" in error["message"] and "string_check" in error["message"]
-    assert error["param"] == "grader" and error["code"] == "invalid_grader"
+    assert error["param"] == "grader.type" and error["code"] == "invalid_grader"
 
 
 @pytest.mark.parametrize(
     "formula,what",
     [
         ("a + __import__('os').getpid()", "may be called"),
-        ("a ** 2", "Pow"),
+        ("a ** 2", "write powers with ^"),
+        ("a % 2", "Mod"),
         ("a + c", "'c'"),
         ("a +", "formula"),
     ],
