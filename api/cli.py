@@ -2,8 +2,8 @@
 
 ``serve_main`` upgrades the database, starts a supervised worker subprocess (restarted if it dies)
 and runs uvicorn in this process. With no environment it is the embedded setup (SQLite and a
-filesystem broker under ./rapid-data); RAPID_DATABASE_URL / DATABASE_URL and RAPID_BROKER_URL /
-REDIS_URL point it at PostgreSQL and Redis instead.
+filesystem broker under RAPID_DATA_DIR, default ./rapid-data); RAPID_DATABASE_URL / DATABASE_URL and
+RAPID_BROKER_URL / REDIS_URL point it at PostgreSQL and Redis instead.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
 from store.repos import Keys
-from store.settings import Settings
+from store.settings import get_settings
 
 log = logging.getLogger("rapid.serve")
 
@@ -66,7 +66,7 @@ def serve_main(argv: list[str] | None = None) -> int:
 
     from api.app import create_app
 
-    settings = Settings()
+    settings = get_settings()
     settings.ensure_dirs()
     upgrade(settings.database_url)
     supervisor = None if args.no_worker else WorkerSupervisor([])
@@ -99,7 +99,7 @@ def keys_main(argv: list[str] | None = None) -> int:
     create.add_argument("--project", required=True, help="Project name")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    settings = get_settings()
     settings.ensure_dirs()
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings))() as s:

@@ -8,7 +8,6 @@ toolchain under a home directory must be listed in RAPID_SANDBOX_BIND to be visi
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from rapid_core.errors import GraderError
 from rapid_core.graders.base import Grade, Grader, register_grader
 from rapid_core.graders.harness import make_job, read_verdict
 from rapid_core.sandbox import Limits, SandboxPool, default_pool
+from rapid_core.settings import core_settings
 
 _LEAN_FENCE = re.compile(r"```[ \t]*lean4?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _CHEATS = re.compile(r"\b(sorry|admit|axiom|native_decide)\b")
@@ -54,7 +54,7 @@ class LeanGrader(Grader):
             raise GraderError(
                 "the lean grader needs a Lean 4 toolchain with Mathlib: 'lake' is not on PATH here"
             )
-        project = spec.get("project") or os.environ.get("RAPID_LEAN_PROJECT")
+        project = spec.get("project") or core_settings().lean_project
         if not project or not (Path(project) / ".lake" / "packages" / "mathlib").is_dir():
             raise GraderError("the lean grader needs a Lake project with Mathlib built: set grader.project "
                               "or RAPID_LEAN_PROJECT to its directory")  # fmt: skip

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from rapid_core.sandbox.runner import SandboxJob, SandboxResult, run
+from rapid_core.settings import core_settings
 
 
 class SandboxPool:
@@ -35,7 +36,7 @@ def default_workers() -> int:
     # Twice the cores: a run spends much of its time starting up (namespaces, interpreter), which
     # overlaps well; bench/graders_throughput.py measured 33 programs/s at 4 workers on 2 cores
     # against 20 at 2.
-    return int(os.environ.get("RAPID_SANDBOX_WORKERS") or 2 * (os.cpu_count() or 1))
+    return core_settings().sandbox_workers or 2 * (os.cpu_count() or 1)
 
 
 _default: SandboxPool | None = None
