@@ -13,15 +13,12 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rapid_core.config import TrainConfig
+from rapid_core.datasets import DATASETS, Record, chat, read_jsonl
 from rapid_core.errors import ConfigError, DatasetError
 from rapid_core.registry import Registry
-
-Record = dict[str, Any]
-
 
 
 @dataclass(frozen=True)
@@ -32,30 +29,6 @@ class TaskData:
 
 
 TASKS: Registry[Callable[[TrainConfig], TaskData]] = Registry("task")
-
-
-def chat(system: str | None, user: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": user}]
-
-
-def read_jsonl(path: str | Path) -> list[Record]:
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"dataset file {str(p)!r} does not exist")
-    rows = []
-    with p.open() as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{p}: line {n} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{p}: line {n} is not a JSON object")
-            rows.append(row)
-    return rows
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
@@ -147,8 +120,6 @@ def dataset_task(cfg: TrainConfig) -> TaskData:
     """Any adapter of rapid_core.datasets (gsm8k, math, math500, mbpp, mbpp_plus, ...): its train split
     from ``data_path`` (default: the shared copy), held-out from its test split (``eval_path``); a
     dataset with a single split holds out a deterministic tenth of it."""
-    from rapid_core.datasets import DATASETS
-
     adapter = DATASETS.get(cfg.task, "task")
     if "train" in adapter.splits:
         train = adapter.load("train", cfg.data_path)
@@ -171,20 +142,16 @@ def _with_system(records: list[Record], system: str) -> list[Record]:
 
 
 def task_names() -> list[str]:
-    from rapid_core.datasets import DATASETS
-
     return sorted(set(TASKS.names()) | set(DATASETS.names()))
 
 
 def load_task(cfg: TrainConfig) -> TaskData:
     if cfg.task in TASKS:
         data = TASKS.get(cfg.task, "task")(cfg)
-    else:
-        from rapid_core.datasets import DATASETS
-
-        if cfg.task not in DATASETS:
-            raise ConfigError(f"unknown task {cfg.task!r}; known: {', '.join(task_names())}", "task")
+    elif cfg.task in DATASETS:
         data = dataset_task(cfg)
+    else:
+        raise ConfigError(f"unknown task {cfg.task!r}; known: {', '.join(task_names())}", "task")
     if not data.train:
         raise DatasetError(f"task {cfg.task!r} has no training records")
     grader = cfg.grader if cfg.grader is not None else data.grader

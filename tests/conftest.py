@@ -1,12 +1,22 @@
-"""Shared fixtures: real things (a tiny random model built once, temporary output directories)."""
+"""Shared fixtures (real things: a tiny random model built once, a fresh store) and the markers each
+folder's tests carry: tests/integration -> integration, tests/slow -> slow."""
 
-import os
 from pathlib import Path
 
 import pytest
 
+from rapid_core.settings import core_settings
+
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = Path(os.environ.get("RAPID_DATASETS_DIR", REPO.parent / "shared" / "datasets"))
+DATASETS = core_settings().datasets_dir
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "slow": pytest.mark.slow}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(item.fspath).relative_to(REPO / "tests").parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,12 @@ a ``sandbox_failure``: untrusted code never runs unconfined.
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from rapid_core.settings import core_settings
 
 SANDBOX_TMP = "/tmp"  # where the program sees its writable directory
 PROGRAM_DIR = "/tmp/prog"  # where the program's files are mounted, read-only
@@ -40,7 +39,7 @@ class SandboxInfo:
 
 def python_executable() -> str:
     """The interpreter sandboxed programs run on (RAPID_SANDBOX_PYTHON overrides the caller's)."""
-    return os.environ.get("RAPID_SANDBOX_PYTHON") or sys.executable
+    return core_settings().sandbox_python or sys.executable
 
 
 def _hidden_dirs() -> list[str]:
@@ -60,7 +59,7 @@ def _interpreter_paths(python: str) -> list[str]:
     paths = {sys.prefix, sys.base_prefix, str(Path(os.path.realpath(python)).parent.parent)}
     paths.add(str(Path(python).parent.parent))
     # Tools a grader runs besides Python (a Lean toolchain in ~/.elan, say) are named here.
-    paths.update(p for p in os.environ.get("RAPID_SANDBOX_BIND", "").split(":") if p)
+    paths.update(p for p in core_settings().sandbox_bind.split(":") if p)
     covered = _covered_dirs()
     return sorted(p for p in paths if any(p == h or p.startswith(h + "/") for h in covered))
 
@@ -130,36 +129,3 @@ def _owned(p: Path) -> bool:
 
 
 BUILDERS = {"bwrap": bwrap_command, "unshare": unshare_command}
-
-
-@functools.cache
-def sandbox_info() -> SandboxInfo:
-    """Pick the strongest backend that actually starts a program here (checked once per process)."""
-    from rapid_core.sandbox.runner import Limits, run_with_backend
-
-    python = python_executable()
-    forced = os.environ.get("RAPID_SANDBOX_BACKEND")
-    reasons = []
-    for name in [forced] if forced else ["bwrap", "unshare"]:
-        if name not in BUILDERS:
-            return SandboxInfo(
-                None, f"RAPID_SANDBOX_BACKEND={name!r} is not one of {sorted(BUILDERS)}", python
-            )
-        tool = name
-        if shutil.which(tool) is None:
-            reasons.append(
-                f"{tool} is not installed (Debian package {'bubblewrap' if tool == 'bwrap' else 'util-linux'})"
-            )
-            continue
-        try:
-            result = run_with_backend(name, "print('ok')", Limits(timeout_s=20))
-        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-            reasons.append(f"{name} failed to start: {err}")
-            continue
-        if result.status == "ok" and result.stdout.strip() == "ok":
-            why = "; ".join(reasons) or ("forced by RAPID_SANDBOX_BACKEND" if forced else "preferred backend")
-            if name == "unshare":
-                why += "; weaker file-system isolation (no read-only root)"
-            return SandboxInfo(name, why, python)
-        reasons.append(f"{name} failed its self-test: {(result.stderr or result.detail).strip()[:300]}")
-    return SandboxInfo(None, "; ".join(reasons) or "no backend", python)

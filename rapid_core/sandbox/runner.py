@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from rapid_core.sandbox import backend
+from rapid_core.settings import core_settings
 
 RunStatus = Literal["ok", "error", "timeout", "sandbox_failure"]
 _LAUNCHERS = ("bwrap:", "setpriv:", "prlimit:", "unshare:", "env:")
@@ -62,7 +64,7 @@ def run_python(source: str, *, stdin: str = "", files: dict[str, str] | None = N
 
 
 def run(job: SandboxJob) -> SandboxResult:
-    info = backend.sandbox_info()
+    info = sandbox_info()
     if info.backend is None:
         return SandboxResult("sandbox_failure", None, "", "", 0.0, f"no sandbox available: {info.reason}")
     return run_with_backend(info.backend, job.source, job.limits, job.stdin, job.files)
@@ -171,3 +173,34 @@ def _classify(code: int, timed_out: bool, stderr: str, limits: Limits) -> tuple[
         return "sandbox_failure", first[:300]
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return "error", (lines[-1] if lines else f"exit status {code}")[:300]
+
+
+@functools.cache
+def sandbox_info() -> backend.SandboxInfo:
+    """Pick the strongest backend that actually starts a program here (checked once per process)."""
+    python = backend.python_executable()
+    forced = core_settings().sandbox_backend
+    reasons = []
+    for name in [forced] if forced else ["bwrap", "unshare"]:
+        if name not in backend.BUILDERS:
+            return backend.SandboxInfo(
+                None, f"RAPID_SANDBOX_BACKEND={name!r} is not one of {sorted(backend.BUILDERS)}", python
+            )
+        tool = name
+        if shutil.which(tool) is None:
+            reasons.append(
+                f"{tool} is not installed (Debian package {'bubblewrap' if tool == 'bwrap' else 'util-linux'})"
+            )
+            continue
+        try:
+            result = run_with_backend(name, "print('ok')", Limits(timeout_s=20))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            reasons.append(f"{name} failed to start: {err}")
+            continue
+        if result.status == "ok" and result.stdout.strip() == "ok":
+            why = "; ".join(reasons) or ("forced by RAPID_SANDBOX_BACKEND" if forced else "preferred backend")
+            if name == "unshare":
+                why += "; weaker file-system isolation (no read-only root)"
+            return backend.SandboxInfo(name, why, python)
+        reasons.append(f"{name} failed its self-test: {(result.stderr or result.detail).strip()[:300]}")
+    return backend.SandboxInfo(None, "; ".join(reasons) or "no backend", python)
