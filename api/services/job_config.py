@@ -77,15 +77,14 @@ def build_job_config(
     openai_keys = {"batch_size", "learning_rate_multiplier", "eval_samples"} | IGNORED
     mapped, source = _openai_values(hp)
     extras = {k: v for k, v in hp.items() if k not in openai_keys}
-    values = {**mapped, **extras, "model": model, "task": "jsonl", "grader": grader, "seed": seed,
-              "data_path": "training.jsonl", "output_dir": "job"}  # fmt: skip
+    values = {**mapped, **extras, "model": model, "task": "jsonl", "grader": grader, "seed": seed}
     cfg = _make(values, source)
     if n_epochs != "auto" and "rounds" not in extras:
         if not isinstance(n_epochs, int) or isinstance(n_epochs, bool) or n_epochs < 1:
             raise _fail("must be a positive integer or 'auto'", "n_epochs")
         values["rounds"] = max(1, math.ceil(n_epochs * training.lines / cfg.round_prompts))
         cfg = _make(values, source)
-    config = cfg.model_dump(mode="json", exclude={"data_path", "eval_path", "output_dir"})
+    config = cfg.model_dump(mode="json")
     queue = settings.default_queue if cfg.device == "auto" else cfg.device
     return config, queue
 

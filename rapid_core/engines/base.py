@@ -4,9 +4,14 @@ log-probs of the sampled tokens, taken from the sampling pass itself (RAPID.md, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rapid_core.registry import Registry
+
+if TYPE_CHECKING:
+    from rapid_core.config import TrainConfig
+    from rapid_core.models import Policy
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class Rollouts:
     behaviour_logps: list[list[float]]  # log mu(y_t | x, y_<t) at the sampling temperature
     texts: list[str]
     finish_reasons: list[str]  # "stop" or "length"
+    stats: dict[str, float] = field(default_factory=dict)  # what the engine measured, e.g. decode ms/step
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -35,6 +41,12 @@ class Rollouts:
 
 
 class Engine(ABC):
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: TrainConfig, policy: Policy) -> Engine:
+        """Build the engine for a run: each engine reads the config options it needs. The trainer
+        and ``rapid eval`` both build engines this way (through ``make_engine``)."""
+
     @abstractmethod
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> Rollouts:
         """Sample ``n`` completions for each tokenized prompt."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from rapid_core.config import TrainConfig
 from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
 from rapid_core.errors import ConfigError
 from rapid_core.models import Policy, save_adapter
@@ -33,6 +34,12 @@ class VLLMEngine(Engine):
         )
         self._adapters = Path(tempfile.mkdtemp(prefix="rapid-vllm-"))
         self._lora = None
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, policy: Policy) -> VLLMEngine:
+        from rapid_core.models import dense_dir, resolve_model
+
+        return cls(policy, model_dir=dense_dir(resolve_model(cfg.model)), lora_rank=cfg.lora_r)
 
     def sync_policy(self, round_index: int) -> None:
         from vllm.lora.request import LoRARequest

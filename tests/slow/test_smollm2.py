@@ -2,13 +2,9 @@
 
 import json
 
-import pytest
-
-from rapid_core.config import make_config
+from rapid_core.config import RunPaths, make_config
 from rapid_core.models import load_policy
 from rapid_core.trainer import train
-
-pytestmark = pytest.mark.slow
 
 
 def test_smollm2_loads_from_the_package_with_its_chat_template():
@@ -21,8 +17,8 @@ def test_smollm2_loads_from_the_package_with_its_chat_template():
 
 def test_one_rapid_round_on_smollm2_end_to_end(tmp_path):
     cfg = make_config(rounds=1, prompts_per_round=4, group_size=4, mini_batch_size=8, max_new_tokens=12,
-                      eval_problems=8, eval_k=2, output_dir=str(tmp_path))
-    summary = train(cfg)
+                      eval_problems=8, eval_k=2)
+    summary = train(cfg, RunPaths(output_dir=tmp_path))
     assert summary["steps"] == 2 and summary["samples"] == 16
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in lines if x["kind"] == "step"]
@@ -30,3 +26,4 @@ def test_one_rapid_round_on_smollm2_end_to_end(tmp_path):
     assert abs(steps[0]["w_mean"] - 1) < 0.05  # bf16 numerics between sampling and training passes
     assert 0 <= summary["eval_after"]["pass@1"] <= 1
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
