@@ -34,7 +34,9 @@ class TrainConfig(BaseModel):
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank")
     lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale = alpha / r)")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1, description="LoRA dropout; only 0: the training pass must be the sampler's policy"
+    )
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="LoRA target modules, or all-linear"
     )
@@ -133,6 +135,14 @@ class TrainConfig(BaseModel):
             raise RuleError("engine", "vllm needs finetune=lora (adapters are handed to vLLM each round)")
         if self.kl_beta > 0 and self.finetune != "lora":
             raise RuleError("kl_beta", "a KL reference needs finetune=lora (the base model, adapter off)")
+        if self.lora_dropout > 0:
+            # Dropout makes the training pass a different policy from the one that sampled, so the
+            # importance weights at staleness 0 would not be 1 (RAPID.md).
+            raise RuleError(
+                "lora_dropout",
+                "must be 0: the loss's log-probs must come from the same policy that sampled the "
+                "completions, and dropout changes it",
+            )
         return self
 
     # --- derived terms (RAPID.md) ---

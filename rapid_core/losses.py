@@ -140,18 +140,27 @@ def rapid_loss(logp, behaviour_logp, advantages, mask, s: TrainConfig, ref_logp=
     return loss + kl, metrics
 
 
+def ppo_clipped_objective(ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Per-token - min(rho A, clip(rho, 1 - eps, 1 + eps) A) of PPO."""
+    a = advantages[:, None]
+    return -torch.minimum(ratio * a, ratio.clamp(1 - epsilon, 1 + epsilon) * a)
+
+
 @register_loss("grpo", combine=WEIGHT_METRICS)
 def grpo_loss(logp, behaviour_logp, advantages, mask, s: TrainConfig, ref_logp=None):
-    """PPO-style clipped ratio objective: - min(rho A, clip(rho, 1 - eps, 1 + eps) A)."""
+    """GRPO with one optimizer step per round: the PPO ratio is taken against the policy's own
+    detached log-probs, so it is exactly 1 (as TRL computes it with one iteration). The sampler's
+    log-probs differ from the training pass by bf16 and decode-vs-forward numerics and would clip
+    tokens to zero gradient for no reason (RAPID.md, baselines); the weight metrics still compare
+    with the sampler, so that mismatch stays visible."""
     mask = mask.to(logp.dtype)
-    log_ratio = logp - behaviour_logp
-    ratio = log_ratio.exp()
-    a = advantages[:, None]
-    clipped = ratio.clamp(1 - s.ppo_epsilon, 1 + s.ppo_epsilon)
-    loss = normalise(-torch.minimum(ratio * a, clipped * a), mask, s)
+    ratio = (logp - logp.detach()).exp()
+    loss = normalise(ppo_clipped_objective(ratio, advantages, s.ppo_epsilon), mask, s)
     kl, kl_value = kl_term(logp, ref_logp, mask, s)
-    metrics = off_policy_metrics(ratio.detach(), ratio.detach(), log_ratio, mask, None)
-    metrics["clip_frac"] = float((((ratio - 1).abs() > s.ppo_epsilon).float() * mask).sum() / mask.sum().clamp(min=1))
+    log_ratio = logp - behaviour_logp
+    metrics = off_policy_metrics(ratio.detach(), log_ratio.detach().exp(), log_ratio, mask, None)
+    clipped = ((ratio.detach() - 1).abs() > s.ppo_epsilon).to(mask.dtype)
+    metrics["clip_frac"] = float((clipped * mask).sum() / mask.sum().clamp(min=1))
     metrics["kl_ref"] = kl_value
     return loss + kl, metrics
 

@@ -79,6 +79,7 @@ def test_device_picks_the_queue():
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),
         ({"n_epochs": 2, "rounds": 3}, "n_epochs"),
         ({"batch_size": 5}, "batch_size"),
+        ({"lora_dropout": 0.1}, "lora_dropout"),
     ],
 )
 def test_bad_hyperparameters_name_the_field(hyper, param):

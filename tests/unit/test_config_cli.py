@@ -21,6 +21,7 @@ from tests.conftest import REPO
         ({"is_level": "word"}, "is_level"),
         ({"norm": "max"}, "norm"),
         ({"eval_interval": 0}, "eval_interval"),
+        ({"lora_dropout": 0.1}, "lora_dropout"),
         ({"kl_beta": 0.1, "finetune": "full"}, "kl_beta"),
         ({"output_dir": "runs/x"}, "output_dir"),  # a path, not part of the training config
     ],
@@ -36,6 +37,8 @@ def test_shape_rules():
         make_config(prompts_per_round=3, group_size=4, mini_batch_size=8)
     with pytest.raises(ConfigError, match="multiple of group_size"):
         make_config(algorithm="grpo", group_size=8, mini_batch_size=12)
+    with pytest.raises(ConfigError, match="same policy that sampled"):
+        make_config(lora_dropout=0.05)
 
 
 def test_batch_terms():

@@ -191,6 +191,24 @@ def test_run_files_hold_a_config_that_reruns_the_same_run_and_the_summary(tmp_pa
     assert cfg == tiny_cfg(rounds=1, eval_problems=0) and paths == RunPaths(output_dir=tmp_path)
 
 
+def test_training_log_probs_come_from_the_sampling_policy_without_dropout(tmp_path, tiny_model):
+    """A model whose config has attention dropout: the training pass must run without it (eval mode),
+    else the policy trained differs from the policy that sampled and w != 1 at staleness 0."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rapid_core.models import ensure_tiny_model
+
+    source, model_dir = ensure_tiny_model(), tmp_path / "dropout-model"
+    config = AutoConfig.from_pretrained(source)
+    config.attention_dropout = 0.5
+    AutoModelForCausalLM.from_pretrained(source, config=config).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(source).save_pretrained(model_dir)
+    tiny_run(tmp_path / "run", model=str(model_dir), finetune="full", rounds=1, eval_problems=0, mini_batch_size=16)
+    (step,) = records(tmp_path / "run", "step")
+    assert step["staleness"] == 0 and step["w_min"] == pytest.approx(1.0, abs=1e-4)
+    assert step["w_max"] == pytest.approx(1.0, abs=1e-4) and step["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_micro_batch_chunks_add_up_to_the_whole_mini_batch(tiny_model):
     from dataclasses import replace
 
