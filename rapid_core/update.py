@@ -50,6 +50,7 @@ def accumulate_gradient(
     loss: Loss,
 ) -> Gradient:
     """Backward of the mini-batch ``rows`` of ``rollouts`` (gradients add to ``.grad``)."""
+    policy.model.train(False)  # no dropout: at staleness 0 the policy trained is the one that sampled
     chunk = cfg.train_micro_batch or len(rows)
     total = sum(len(rollouts.completion_ids[i]) for i in rows)
     parts: list[tuple[dict[str, float], int]] = []
