@@ -10,8 +10,25 @@ import sys
 SERVICE_COMMANDS = {"serve": "serve_main", "keys": "keys_main"}
 
 
+def environment_problem() -> str | None:
+    """Why the environment is refused (an unknown ``RAPID_*`` variable), or None."""
+    from rapid_core.errors import ConfigError
+    from rapid_core.settings import CoreSettings, check_environment, env_names
+    from store.settings import Settings
+
+    try:
+        check_environment(env_names(Settings) | env_names(CoreSettings))
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    problem = environment_problem()
+    if problem:
+        print(f"rapid: error: {problem}", file=sys.stderr)
+        return 2
     if argv and argv[0] in SERVICE_COMMANDS:
         from api import cli
 

@@ -16,14 +16,14 @@ from api.services.grader_gate import GraderGate
 from store.artifacts import LocalArtifacts
 from store.broker import make_celery
 from store.db import make_engine, make_sessionmaker
-from store.settings import Settings
+from store.settings import Settings, get_settings
 
 REQUESTS = Counter("rapid_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("rapid_http_request_seconds", "HTTP request latency", ["method", "route"])
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or get_settings()
     settings.ensure_dirs()
     app = FastAPI(title="rapid fine-tuning service", version="0.1.0")
     app.state.runtime = rt = Runtime(

@@ -2,8 +2,8 @@
 
 ``serve_main`` upgrades the database, starts a supervised worker subprocess (restarted if it dies)
 and runs uvicorn in this process. With no environment it is the embedded setup (SQLite and a
-filesystem broker under ./rapid-data); RAPID_DATABASE_URL / DATABASE_URL and RAPID_BROKER_URL /
-REDIS_URL point it at PostgreSQL and Redis instead.
+filesystem broker under RAPID_DATA_DIR, default ./rapid-data); RAPID_DATABASE_URL / DATABASE_URL and
+RAPID_BROKER_URL / REDIS_URL point it at PostgreSQL and Redis instead.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
 from store.repos import Keys
-from store.settings import Settings
+from store.settings import get_settings
 
 log = logging.getLogger("rapid.serve")
 
@@ -70,7 +70,7 @@ def serve_main(argv: list[str] | None = None) -> int:
 
     from api.app import create_app
 
-    settings = Settings()
+    settings = get_settings()
     settings.ensure_dirs()
     upgrade(settings.database_url)
     supervisor = None if args.no_worker else WorkerSupervisor([])
@@ -108,7 +108,7 @@ def keys_main(argv: list[str] | None = None) -> int:
     revoke.add_argument("key_ids", nargs="+", metavar="KEY_ID")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    settings = get_settings()
     settings.ensure_dirs()
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings))() as s:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from api.services.job_config import openai_hyperparameters
 from store.models import Checkpoint, Event, File, Job, Metric
+
+METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's documented bounds
 
 # --- requests -------------------------------------------------------------------------------------
 
@@ -39,6 +43,34 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(None, max_length=64)
     metadata: dict[str, str] | None = None
     method: Method
+    # Deprecated by OpenAI in favour of method.<type>.hyperparameters; refused rather than ignored.
+    hyperparameters: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) > METADATA_KEYS:
+            raise PydanticCustomError("metadata", f"at most {METADATA_KEYS} keys, got {len(value)}")
+        for key, item in value.items():
+            if len(key) > METADATA_KEY_CHARS:
+                raise PydanticCustomError("metadata", f"a key is longer than {METADATA_KEY_CHARS} characters")
+            if len(item) > METADATA_VALUE_CHARS:
+                limit = METADATA_VALUE_CHARS
+                raise PydanticCustomError("metadata", f"the value of {key!r} is longer than {limit} characters")
+        return value
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _deprecated_hyperparameters(cls, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            raise PydanticCustomError(
+                "deprecated",
+                "the top-level hyperparameters field is deprecated and not read here; send them as "
+                "method.reinforcement.hyperparameters",
+            )
+        return None
 
 
 class GraderValidate(BaseModel):
@@ -254,18 +286,14 @@ def file_object(f: File) -> FileObject:
 
 
 def job_object(j: Job) -> JobObject:
-    hyper = j.method.get("hyperparameters", {})
+    hyper = openai_hyperparameters(j.config, j.method.get("hyperparameters", {}))
     return JobObject(
         id=j.id,
         created_at=j.created_at,
         error=j.error,
         fine_tuned_model=j.fine_tuned_model,
         finished_at=j.finished_at,
-        hyperparameters={
-            "batch_size": j.config.get("mini_batch_size"),
-            "learning_rate_multiplier": hyper.get("learning_rate_multiplier", "auto"),
-            "n_epochs": hyper.get("n_epochs", "auto"),
-        },
+        hyperparameters={k: hyper[k] for k in ("batch_size", "learning_rate_multiplier", "n_epochs")},
         model=j.model,
         organization_id=j.project_id,
         result_files=[],
@@ -279,14 +307,9 @@ def job_object(j: Job) -> JobObject:
         metadata=j.meta,
         user_provided_suffix=j.suffix,
         method={
-            "reinforcement": {"grader": j.method["grader"], "hyperparameters": {**hyper, **_echoed(j.config)}}
+            "reinforcement": {"grader": j.method["grader"], "hyperparameters": hyper},
         },
     )
-
-
-def _echoed(config: dict) -> dict:
-    """The resolved TrainConfig values, less those the job object carries elsewhere."""
-    return {k: v for k, v in config.items() if k not in ("model", "task", "grader", "seed")}
 
 
 def event_object(e: Event) -> EventObject:

@@ -28,7 +28,7 @@ import yaml
 
 from common import add_common_args, apply_threads, load_average, machine, save  # isort: skip
 from rapid_core.callbacks import Callback  # noqa: E402
-from rapid_core.config import make_config  # noqa: E402
+from rapid_core.config import RunPaths, make_config  # noqa: E402
 from rapid_core.evaluation import evaluate  # noqa: E402
 from rapid_core.trainer import Trainer  # noqa: E402
 
@@ -56,13 +56,13 @@ class Clock(Callback):
             self._subset_eval(samples=0)
 
     def on_eval(self, phase, metrics):
-        self.off_clock += metrics.get("seconds", 0.0)
+        self.off_clock += metrics.seconds
 
     def on_round(self, metrics):
-        self.rounds.append({**{k: v for k, v in metrics.items() if k not in ("example", "grader_status")},
-                            "wall_s": self.wall()})
+        record = {k: v for k, v in metrics.to_dict().items() if k not in ("example", "grader_status", "engine")}
+        self.rounds.append({**record, "wall_s": self.wall()})
         if self.tta_problems:
-            self._subset_eval(samples=metrics["samples"])
+            self._subset_eval(samples=metrics.samples)
 
     def on_end(self, summary):
         self.end = time.perf_counter()
@@ -73,29 +73,29 @@ class Clock(Callback):
         started = time.perf_counter()
         wall = self.wall()
         with torch.random.fork_rng(devices=[]):
-            m = evaluate(t.engine, t.policy.tokenizer, t.grader, t.task.eval[: self.tta_problems], k=1,
+            m = evaluate(t.engine, t.state.policy.tokenizer, t.grader, t.task.eval[: self.tta_problems], k=1,
                          temperature=t.cfg.temperature, max_new_tokens=t.cfg.max_new_tokens)
-        self.tta.append({"wall_s": wall, "samples": samples, "pass@1": m["pass@1"]})
+        self.tta.append({"wall_s": wall, "samples": samples, "pass@1": m.pass_at_1})
         self.off_clock += time.perf_counter() - started
 
 
-def config_for(algorithm: str, args, out_dir: str):
+def config_for(algorithm: str, args):
     return make_config(
         model=args.model, task=args.task, algorithm=algorithm, finetune=args.finetune, dtype=args.dtype,
         device=args.device, group_size=args.group_size, mini_batch_size=args.mini_batch,
         prompts_per_round=args.prompts_per_round, learning_rate=args.lr, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, max_samples=args.total_samples, rounds=None,
         gen_micro_batch=args.gen_micro_batch, eval_problems=args.eval_problems, eval_k=args.eval_k,
-        checkpoint_every=10_000, seed=args.seed, output_dir=out_dir, **dict(args.set),
+        checkpoint_every=10_000, seed=args.seed, **dict(args.set),
     )
 
 
 def run_one(algorithm: str, args, scratch: Path) -> dict[str, Any]:
     out = scratch / algorithm
     shutil.rmtree(out, ignore_errors=True)
-    cfg = config_for(algorithm, args, str(out))
+    cfg = config_for(algorithm, args)
     clock = Clock(args.tta_problems if args.time_to_accuracy is not None else 0)
-    trainer = Trainer(cfg, callbacks=[clock])
+    trainer = Trainer(cfg, RunPaths(output_dir=out), callbacks=[clock])
     clock.trainer = trainer
     load = load_average()
     summary = trainer.run()

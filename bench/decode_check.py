@@ -21,8 +21,11 @@ from typing import Any
 import torch
 
 from common import add_common_args, apply_threads, machine, save  # isort: skip
-from rapid_core.config import make_config  # noqa: E402
-from rapid_core.engines import Sampling, make_engine  # noqa: E402
+from rapid_core.config import (
+    RunPaths,  # noqa: E402
+    make_config,  # noqa: E402
+)
+from rapid_core.engines import HFEngine, Sampling  # noqa: E402
 from rapid_core.logprobs import completion_logps  # noqa: E402
 from rapid_core.models import load_policy, prompt_token_ids  # noqa: E402
 from rapid_core.tasks import load_task  # noqa: E402
@@ -53,7 +56,7 @@ def staleness0(policy, out, temperature: float, chunk: int = 64) -> dict[str, fl
 
 
 def run_loop(policy, loop: str, prompts, group: int, sampling: Sampling, micro_batch: int, seed: int):
-    engine = make_engine("hf", policy, micro_batch=micro_batch, decode=loop)
+    engine = HFEngine(policy, micro_batch=micro_batch, decode=loop)
     engine.generate(prompts[:2], 1, Sampling(temperature=sampling.temperature, max_new_tokens=2))  # copy, graphs
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -79,7 +82,7 @@ def main() -> int:
     apply_threads(args.threads)
     cfg = make_config(model=args.model, dtype=args.dtype, device=args.device, eval_problems=0, rounds=1)
     policy = load_policy(cfg)
-    task = load_task(cfg)
+    task = load_task(cfg, RunPaths())
     prompts = [prompt_token_ids(policy.tokenizer, r["messages"]) for r in task.train[: args.prompts]]
     sampling = Sampling(temperature=args.temperature, max_new_tokens=args.new_tokens)
 

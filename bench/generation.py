@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from common import add_common_args, apply_threads, machine, matmul_rate, pick_device, save, sync  # isort: skip
-from rapid_core.config import make_config  # noqa: E402
+from rapid_core.config import RunPaths, make_config  # noqa: E402
 from rapid_core.engines import Sampling, make_engine  # noqa: E402
 from rapid_core.models import load_policy, prompt_token_ids  # noqa: E402
 from rapid_core.tasks import load_task  # noqa: E402
@@ -43,7 +43,7 @@ def timed(fn, device) -> float:
 def make_fixed_length_engine(args, dtype: str, decode: str):
     cfg = make_config(model=args.model, dtype=dtype, device=args.device, finetune=args.finetune,
                       eval_problems=0, rounds=1, decode=decode)
-    engine = make_engine("hf", load_policy(cfg), decode=decode)
+    engine = make_engine(cfg, load_policy(cfg))
     engine.eos_ids = engine.eos_ids[:0]  # decode exactly --new-tokens tokens per row
     return engine
 
@@ -73,12 +73,12 @@ def plain_generate_row(args, batch: int, prompts: list[list[int]], dtype: torch.
     """The reference: ``model.generate`` as a user would call it, at the same batch."""
     from transformers import AutoModelForCausalLM
 
-    from rapid_core.models import _dense_dir, load_tokenizer, resolve_model
+    from rapid_core.models import dense_dir, load_tokenizer, resolve_model
 
     source = resolve_model(args.model)
     device = pick_device(args.device)
     tok = load_tokenizer(source)
-    model = AutoModelForCausalLM.from_pretrained(_dense_dir(source), dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(dense_dir(source), dtype=dtype).to(device).eval()
     rows = [prompts[i % len(prompts)] for i in range(batch)]
     width = max(len(r) for r in rows)
     ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows], device=device)
@@ -116,7 +116,7 @@ def main() -> None:
     device = pick_device(args.device)
 
     cfg = make_config(model=args.model, eval_problems=0, rounds=1)
-    task = load_task(cfg)
+    task = load_task(cfg, RunPaths())
     from rapid_core.models import load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model(args.model))

@@ -47,7 +47,7 @@ def generation_table(model_dir: str, batches: list[int], new_tokens: int) -> lis
     prompt = prompt_token_ids(policy.tokenizer, [{"role": "user", "content": "Calculate 7 + 5."}])
     rows = []
     for b in batches:
-        engine = make_engine("hf", policy, micro_batch=b)
+        engine = make_engine(make_config(model=model_dir, dtype="bf16", gen_micro_batch=b), policy)
         engine.generate([prompt], 2, Sampling(1.0, 4))  # warm-up
         sync()
         t = time.perf_counter()
@@ -61,7 +61,7 @@ def generation_table(model_dir: str, batches: list[int], new_tokens: int) -> lis
 
 
 def compare(model_dir: str, total: int, out_root: Path) -> list[dict]:
-    from rapid_core.config import make_config
+    from rapid_core.config import RunPaths, make_config
     from rapid_core.trainer import train
 
     rows = []
@@ -71,7 +71,7 @@ def compare(model_dir: str, total: int, out_root: Path) -> list[dict]:
     for algo, extra in (("rapid", {"prompts_per_round": 64}), ("grpo", {}), ("pg", {})):
         out = out_root / algo
         t = time.perf_counter()
-        summary = train(make_config(algorithm=algo, output_dir=str(out), **common, **extra))
+        summary = train(make_config(algorithm=algo, **common, **extra), RunPaths(output_dir=out))
         wall = time.perf_counter() - t
         rounds = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         rounds = [r for r in rounds if r["kind"] == "round"]

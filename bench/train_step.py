@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from common import add_common_args, apply_threads, machine, pick_device, save, sync  # isort: skip
-from rapid_core.config import make_config  # noqa: E402
+from rapid_core.config import RunPaths, make_config  # noqa: E402
 from rapid_core.logprobs import completion_logps  # noqa: E402
-from rapid_core.losses import LossSettings, rapid_loss  # noqa: E402
+from rapid_core.losses import rapid_loss  # noqa: E402
 from rapid_core.models import load_policy, prompt_token_ids  # noqa: E402
 from rapid_core.tasks import load_task  # noqa: E402
 
@@ -28,6 +28,7 @@ from rapid_core.tasks import load_task  # noqa: E402
 def step_times(policy, prompts, m: int, length: int, repeats: int, group: int) -> list[float]:
     device = policy.device
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-5)
+    loss_cfg = make_config(max_new_tokens=length)
     gen = torch.Generator().manual_seed(0)
     vocab = policy.model.config.vocab_size
     times = []
@@ -37,12 +38,10 @@ def step_times(policy, prompts, m: int, length: int, repeats: int, group: int) -
         sync(device)
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        policy.model.train(True)
         logp, _, mask = completion_logps(policy, rows, comps, 1.0)
         adv = torch.randn(m, device=device)
-        loss, _ = rapid_loss(logp, logp.detach() - 0.01, adv, mask, LossSettings(max_new_tokens=length))
+        loss, _ = rapid_loss(logp, logp.detach() - 0.01, adv, mask, loss_cfg)
         loss.backward()
-        policy.model.train(False)
         torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), 1.0)
         opt.step()
         sync(device)
@@ -69,7 +68,7 @@ def main() -> None:
         cfg = make_config(model=args.model, dtype=args.dtype, device=args.device, finetune=finetune,
                           eval_problems=0, rounds=1)
         policy = load_policy(cfg)
-        prompts = [prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg).train[:256]]
+        prompts = [prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg, RunPaths()).train[:256]]
         prompt_len = statistics.mean(len(x) for x in prompts)
         for m, length, group in itertools.product(args.mini_batches, args.lengths, args.groups):
             t = step_times(policy, prompts, m, length, args.repeats, group)

@@ -27,17 +27,18 @@ def trl_per_sample(args) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from rapid_core.config import RunPaths
     from rapid_core.graders import build_grader
-    from rapid_core.models import _dense_dir, bf16_supported, load_tokenizer, resolve_model
+    from rapid_core.models import bf16_supported, dense_dir, load_tokenizer, resolve_model
     from rapid_core.tasks import load_task
 
     _fingerprints_without_dill()
     cfg_probe = _probe_config(args)
-    task = load_task(cfg_probe)
+    task = load_task(cfg_probe, RunPaths())
     grader = build_grader(task.grader)
     source = resolve_model(args.model)
     tokenizer = load_tokenizer(source)
-    model = AutoModelForCausalLM.from_pretrained(_dense_dir(source), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(dense_dir(source), dtype=torch.float32)
     n_prompts = (args.trl_steps * args.mini_batch) // args.group_size
     data = Dataset.from_list([{"prompt": r["messages"], "idx": i} for i, r in enumerate(task.train[:n_prompts])])
 

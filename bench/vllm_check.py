@@ -104,9 +104,9 @@ def main() -> int:
 
     apply_threads(args.threads)
 
-    from rapid_core.config import make_config
+    from rapid_core.config import RunPaths, make_config
     from rapid_core.engines import Sampling, make_engine
-    from rapid_core.models import _dense_dir, load_policy, prompt_token_ids, resolve_model
+    from rapid_core.models import load_policy, prompt_token_ids
     from rapid_core.tasks import load_task
 
     cfg = make_config(
@@ -119,17 +119,11 @@ def main() -> int:
         eval_problems=0,
     )
     policy = load_policy(cfg)
-    # The trainer's construction (rapid_core/trainer.py, Trainer._setup).
-    options = (
-        {"model_dir": _dense_dir(resolve_model(cfg.model)), "lora_rank": cfg.lora_r, "seed": cfg.seed}
-        if args.engine == "vllm"
-        else {"micro_batch": cfg.gen_micro_batch}
-    )
     t0 = time.perf_counter()
-    engine = make_engine(args.engine, policy, **options)
+    engine = make_engine(cfg, policy)  # the trainer's construction (Engine.from_config)
     build_s = time.perf_counter() - t0
     prompts = [
-        prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg).train[: args.prompts]
+        prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg, RunPaths()).train[: args.prompts]
     ]
     eos = policy.model.generation_config.eos_token_id
     eos_ids = {

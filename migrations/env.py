@@ -4,10 +4,10 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from store.models import Base
-from store.settings import Settings
+from store.settings import get_settings
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url") or Settings().database_url
+url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
 
 def run_offline() -> None:

@@ -1,10 +1,14 @@
-"""Hooks the trainer calls. Metrics files, checkpoints, progress bars and the service's job store
-are all callbacks, never branches inside the loop."""
+"""Hooks the trainer calls. Metrics files, run files, checkpoints, progress bars and the service's
+job store are all callbacks, never branches inside the loop."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rapid_core.metrics import EvalMetrics, RoundMetrics, StepMetrics
+    from rapid_core.state import RunInfo, RunState
 
 StopRequest = Literal["cancel", "pause"] | None
 
@@ -12,17 +16,20 @@ StopRequest = Literal["cancel", "pause"] | None
 class Callback:
     """Override what you need; every hook is a no-op by default."""
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        """Once, after the model is loaded: config, batch terms, resumed round."""
+    def on_start(self, info: RunInfo) -> None:
+        """Once, after the model is loaded (and a checkpoint restored): batch terms, start round."""
 
-    def on_eval(self, phase: str, metrics: dict[str, Any]) -> None:
+    def on_eval(self, phase: str, metrics: EvalMetrics) -> None:
         """Held-out evaluation; ``phase`` is "before" or "after"."""
 
-    def on_step(self, metrics: dict[str, Any]) -> None:
+    def on_step(self, metrics: StepMetrics) -> None:
         """After each optimizer step (RAPID.md step metrics)."""
 
-    def on_round(self, metrics: dict[str, Any]) -> None:
+    def on_round(self, metrics: RoundMetrics) -> None:
         """After each inference round's updates (RAPID.md round metrics)."""
+
+    def on_round_end(self, state: RunState) -> None:
+        """After the round's counters moved on: the place to save the run (``Checkpointer``)."""
 
     def on_checkpoint(self, path: Path, round_index: int) -> None:
         """After a checkpoint directory is complete on disk."""
@@ -32,12 +39,17 @@ class Callback:
         return None
 
     def on_end(self, summary: dict[str, Any]) -> None:
-        """Once, when the run ends normally."""
+        """Once, when the run ends normally, with what summary.json holds."""
 
 
 class CallbackList(Callback):
+    """Calls each callback in order."""
+
     def __init__(self, callbacks: list[Callback]):
         self.callbacks = list(callbacks)
+
+    def append(self, callback: Callback) -> None:
+        self.callbacks.append(callback)
 
     def on_start(self, info):
         for c in self.callbacks:
@@ -54,6 +66,10 @@ class CallbackList(Callback):
     def on_round(self, metrics):
         for c in self.callbacks:
             c.on_round(metrics)
+
+    def on_round_end(self, state):
+        for c in self.callbacks:
+            c.on_round_end(state)
 
     def on_checkpoint(self, path, round_index):
         for c in self.callbacks:

@@ -1,7 +1,8 @@
 """``rapid train`` and ``rapid eval`` (the service adds ``serve`` and ``keys``: see rapid_cli.py).
 
-Every TrainConfig field is a flag (``--learning-rate 1e-4``); ``--config FILE`` (YAML, JSON or TOML)
-sets many at once and flags override it. Bad values fail before any model loads, naming the field.
+Every TrainConfig and RunPaths field is a flag (``--learning-rate 1e-4``, ``--output-dir runs/x``);
+``--config FILE`` (YAML, JSON or TOML) sets many at once and flags override it. Bad values fail
+before any model loads, naming the field.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import types
 import typing
 from typing import Any
 
-from rapid_core.config import TrainConfig, load_config_file, make_config
-from rapid_core.errors import RapidError
+from pydantic import BaseModel
+
+from rapid_core.config import RunPaths, TrainConfig, load_config_file, make_config, make_paths
+from rapid_core.errors import ConfigError, RapidError
+
+FLAG_MODELS: tuple[type[BaseModel], ...] = (TrainConfig, RunPaths)
 
 
 def _flag(name: str) -> str:
@@ -51,38 +56,40 @@ def _parse_value(annotation: Any, text: str) -> Any:
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML, JSON or TOML file of options (flags override it)")
-    group = parser.add_argument_group("training options (RAPID.md)")
-    for name, field in TrainConfig.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        group.add_argument(
-            _flag(name), dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
-            help=f"{field.description} (default: {json.dumps(default)})",
-        )
+    titles = {TrainConfig: "training options (RAPID.md)", RunPaths: "paths"}
+    for model in FLAG_MODELS:
+        group = parser.add_argument_group(titles[model])
+        for name, field in model.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            group.add_argument(
+                _flag(name), dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
+                help=f"{field.description} (default: {json.dumps(default, default=str)})",
+            )
 
 
-def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RunPaths]:
+    """The run's config and paths from ``--config`` and the flags (flags win)."""
     values: dict[str, Any] = load_config_file(args.config) if getattr(args, "config", None) else {}
-    for name, field in TrainConfig.model_fields.items():
-        if name in vars(args):
-            raw = vars(args)[name]
-            try:
-                values[name] = _parse_value(field.annotation, raw)
-            except (ValueError, json.JSONDecodeError):
-                from rapid_core.errors import ConfigError
-
-                raise ConfigError(f"cannot read {raw!r} as {field.annotation}", name) from None
-    values.update(overrides)
-    return make_config(**values)
+    for model in FLAG_MODELS:
+        for name, field in model.model_fields.items():
+            if name in vars(args):
+                raw = vars(args)[name]
+                try:
+                    values[name] = _parse_value(field.annotation, raw)
+                except (ValueError, json.JSONDecodeError):
+                    raise ConfigError(f"cannot read {raw!r} as {field.annotation}", name) from None
+    path_values = {k: values.pop(k) for k in list(values) if k in RunPaths.model_fields}
+    return make_config(**values), make_paths(**path_values)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg, paths = config_from_args(args)
     from rapid_core.trainer import train
 
     print(f"RAPID {cfg.algorithm}: model {cfg.model}, task {cfg.task}, B={cfg.inference_batch} "
           f"(P={cfg.round_prompts} x G={cfg.group_size}), m={cfg.mini_batch_size}, U={cfg.batch_ratio}; "
-          f"output {cfg.output_dir}", file=sys.stderr)
-    summary = train(cfg, progress=not args.quiet)
+          f"output {paths.output_dir}", file=sys.stderr)
+    summary = train(cfg, paths, progress=not args.quiet)
     print_summary(summary)
     return 0
 
@@ -99,23 +106,23 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg, paths = config_from_args(args)
     from rapid_core.engines import make_engine
     from rapid_core.evaluation import evaluate
     from rapid_core.graders import build_grader
     from rapid_core.models import load_policy
     from rapid_core.tasks import load_task
 
-    task = load_task(cfg)
+    task = load_task(cfg, paths)
     grader = build_grader(task.grader)
     policy = load_policy(cfg, adapter=args.adapter, trainable=False)
-    engine = make_engine(cfg.engine, policy, micro_batch=cfg.gen_micro_batch, decode=cfg.decode)
+    engine = make_engine(cfg, policy)  # the trainer's path: --engine vllm works here too
     import torch
 
     torch.manual_seed(cfg.seed)
     result = evaluate(engine, policy.tokenizer, grader, task.eval[: cfg.eval_problems], k=cfg.eval_k,
                       temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-    print(json.dumps({"model": cfg.model, "adapter": args.adapter, **result}, indent=2))
+    print(json.dumps({"model": cfg.model, "adapter": args.adapter, **result.to_dict()}, indent=2))
     return 0
 
 

@@ -1,8 +1,9 @@
 """The one typed configuration of a training run, validated before any model loads.
 
-Every option of ``../shared/RAPID.md`` lives here with its default. The CLI, config files and the
-service's job hyperparameters all build this object; a bad value raises ``ConfigError`` naming the
-field and what is allowed.
+Every option of ``../shared/RAPID.md`` lives in ``TrainConfig`` with its default. The CLI, config
+files and the service's job hyperparameters all build it once; a bad value raises ``ConfigError``
+naming the field and what is allowed. Where a run reads and writes (``RunPaths``) is not part of it:
+the service validates a job's config before any path exists, and the worker adds the paths.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class TrainConfig(BaseModel):
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank")
     lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale = alpha / r)")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1, description="LoRA dropout; only 0: the training pass must be the sampler's policy"
+    )
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="LoRA target modules, or all-linear"
     )
@@ -62,10 +65,6 @@ class TrainConfig(BaseModel):
         description="Task: arithmetic, jsonl (records file), or a dataset: gsm8k, math, math500, mbpp, "
         "mbpp_sanitized, mbpp_plus, humaneval, minif2f",
     )
-    data_path: str | None = Field(
-        None, description="Records file: required for jsonl; for datasets, overrides the shared copy"
-    )
-    eval_path: str | None = Field(None, description="Held-out dataset path (default: the task's own split)")
     task_options: dict[str, Any] = Field(
         default_factory=dict, description="Task options, e.g. arithmetic digits / operators"
     )
@@ -113,41 +112,51 @@ class TrainConfig(BaseModel):
     eval_problems: int = Field(100, ge=0, description="Held-out problems evaluated before and after (0 = skip)")
     eval_k: int = Field(4, ge=1, description="k of the sampled pass@k")
     eval_before: bool = Field(True, description="Evaluate the base model before training")
+    eval_interval: int | None = Field(
+        None, ge=1, description="Held-out evaluation every N optimizer steps on the validation file"
+    )
 
     seed: int = Field(0, description="Seed of data order, sampling and initialisation")
-    output_dir: str = Field("runs/latest", description="Where the adapter, metrics and checkpoints go")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> TrainConfig:
         if self.mini_batch_size % self.group_size and self.algorithm != "rapid":
-            raise ValueError(
-                f"mini_batch_size ({self.mini_batch_size}) must be a multiple of group_size "
-                f"({self.group_size}) for {self.algorithm}: each round is one mini-batch of whole groups"
+            raise RuleError(
+                "mini_batch_size",
+                f"must be a multiple of group_size ({self.group_size}) for {self.algorithm}, got "
+                f"{self.mini_batch_size}: each round is one mini-batch of whole groups",
             )
         if self.algorithm == "rapid" and self.inference_batch % self.mini_batch_size:
-            raise ValueError(
+            raise RuleError(
+                "mini_batch_size",
                 f"prompts_per_round * group_size ({self.inference_batch}) must be a multiple of "
-                f"mini_batch_size ({self.mini_batch_size})"
+                f"mini_batch_size ({self.mini_batch_size})",
             )
         if self.minibatch_grouping == "groups" and self.mini_batch_size % self.group_size:
-            raise ValueError("minibatch_grouping=groups needs mini_batch_size to be a multiple of group_size")
-        if self.task == "jsonl" and not self.data_path:
-            raise ValueError(f"task {self.task!r} needs data_path")
+            raise RuleError("minibatch_grouping", "groups needs mini_batch_size a multiple of group_size")
         if self.rounds is None and self.max_samples is None and self.time_budget_s is None:
-            raise ValueError("set at least one of rounds, max_samples, time_budget_s")
+            raise RuleError("rounds", "set at least one of rounds, max_samples, time_budget_s")
         if self.engine == "vllm" and self.finetune != "lora":
-            raise ValueError("engine vllm needs finetune=lora (adapters are handed to vLLM each round)")
+            raise RuleError("engine", "vllm needs finetune=lora (adapters are handed to vLLM each round)")
+        if self.kl_beta > 0 and self.finetune != "lora":
+            raise RuleError("kl_beta", "a KL reference needs finetune=lora (the base model, adapter off)")
+        if self.lora_dropout > 0:
+            # Dropout makes the training pass a different policy from the one that sampled, so the
+            # importance weights at staleness 0 would not be 1 (RAPID.md).
+            raise RuleError(
+                "lora_dropout",
+                "must be 0: the loss's log-probs must come from the same policy that sampled the "
+                "completions, and dropout changes it",
+            )
         if self.engine == "vllm" and self.lora_r > 512:  # vLLM's largest max_lora_rank
-            raise ValueError(f"engine vllm serves LoRA ranks up to 512, got lora_r={self.lora_r}")
+            raise RuleError("lora_r", f"engine vllm serves LoRA ranks up to 512, got {self.lora_r}")
         return self
 
     # --- derived terms (RAPID.md) ---
     @property
     def inference_batch(self) -> int:
         """B: samples generated per round."""
-        if self.algorithm == "rapid":
-            return self.prompts_per_round * self.group_size
-        return self.mini_batch_size
+        return inference_batch(self.algorithm, self.prompts_per_round, self.group_size, self.mini_batch_size)
 
     @property
     def round_prompts(self) -> int:
@@ -159,8 +168,45 @@ class TrainConfig(BaseModel):
         return self.inference_batch // self.mini_batch_size
 
 
+class RunPaths(BaseModel):
+    """Where a run reads its records and writes its outputs: chosen by whoever runs it (the CLI's
+    flags, the worker's job directory), never part of the validated training config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output_dir: Path = Field(Path("runs/latest"), description="Where the adapter, metrics and checkpoints go")
+    data_path: str | None = Field(
+        None, description="Records file: required for jsonl; for datasets, overrides the shared copy"
+    )
+    eval_path: str | None = Field(None, description="Held-out dataset path (default: the task's own split)")
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.output_dir / "metrics.jsonl"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.output_dir / "adapter"
+
+
+def inference_batch(algorithm: str, prompts_per_round: int, group_size: int, mini_batch_size: int) -> int:
+    """B of RAPID.md: P * G for rapid; the baselines generate exactly one mini-batch (B = m)."""
+    return prompts_per_round * group_size if algorithm == "rapid" else mini_batch_size
+
+
+class RuleError(ValueError):
+    """A rule across fields, raised inside validation; ``field`` is the one the message is about."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
 def _flatten_errors(err: ValidationError) -> ConfigError:
     first = err.errors()[0]
+    rule = first.get("ctx", {}).get("error")
+    if isinstance(rule, RuleError):
+        return ConfigError(rule.message, rule.field)
     field = ".".join(str(p) for p in first["loc"]) or None
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
@@ -178,8 +224,16 @@ def make_config(**values: Any) -> TrainConfig:
         raise _flatten_errors(err) from None
 
 
+def make_paths(**values: Any) -> RunPaths:
+    """Build run paths from plain values; raises ConfigError naming the first bad field."""
+    try:
+        return RunPaths(**values)
+    except ValidationError as err:
+        raise _flatten_errors(err) from None
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML, JSON or TOML config file into plain values (validated by make_config)."""
+    """Read a YAML, JSON or TOML config file into plain values (TrainConfig and RunPaths keys)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist", "config")

@@ -11,7 +11,6 @@ reads.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 from rapid_core.errors import DatasetError, GraderError
 from rapid_core.registry import Registry
-from rapid_core.tasks import arithmetic_task, chat, read_jsonl
+from rapid_core.settings import core_settings
 
 Record = dict[str, Any]
 MATH_SYSTEM = "Solve the problem. Put the final answer in \\boxed{}."
@@ -31,8 +30,31 @@ MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "
 
 
 def datasets_dir() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    return Path(os.environ.get("RAPID_DATASETS_DIR") or default)
+    return core_settings().datasets_dir
+
+
+def chat(system: str | None, user: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": user}]
+
+
+def read_jsonl(path: str | Path) -> list[Record]:
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"dataset file {str(p)!r} does not exist")
+    rows = []
+    with p.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{p}: line {n} is not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{p}: line {n} is not a JSON object")
+            rows.append(row)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -208,7 +230,7 @@ def _humaneval(split: str, source: str | None) -> list[Record]:
 DATASETS.register("mbpp_plus")(Adapter(_mbpp_plus, ("test",), {"type": "code_tests", "style": "evalplus"}))
 DATASETS.register("humaneval")(Adapter(_humaneval, ("test",), {"type": "code_tests", "style": "humaneval"}))
 
-# --- lean, arithmetic ----------------------------------------------------------------------------
+# --- lean ----------------------------------------------------------------------------------------
 
 
 def _minif2f(split: str, source: str | None) -> list[Record]:
@@ -223,17 +245,7 @@ def _minif2f(split: str, source: str | None) -> list[Record]:
     return out
 
 
-def _arithmetic(split: str, source: str | None) -> list[Record]:
-    from rapid_core.config import make_config
-
-    data = arithmetic_task(make_config())  # the built-in task with its default options
-    return data.train if split == "train" else data.eval
-
-
 DATASETS.register("minif2f")(Adapter(_minif2f, ("valid", "test"), {"type": "lean"}))
-DATASETS.register("arithmetic")(
-    Adapter(_arithmetic, ("train", "test"), {"type": "numeric", "reference": "{{item.answer}}"})
-)
 
 # --- upload validation ---------------------------------------------------------------------------
 

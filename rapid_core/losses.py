@@ -3,34 +3,78 @@ importance-weighted group policy gradient").
 
 All take padded [n, T] tensors: ``logp`` (log pi_theta of the sampled tokens, with gradient),
 ``behaviour_logp`` (log mu from the sampling pass), ``mask`` (1 on completion tokens), and
-``advantages`` [n]. They return (loss, metrics) with metrics as plain floats.
+``advantages`` [n], and the run's ``TrainConfig`` for their options (is_level, is_clip, norm,
+max_new_tokens, ppo_epsilon, kl_beta). They return (loss, metrics) with metrics as plain floats;
+``register_loss`` records how each metric combines over the chunks of a mini-batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from rapid_core.config import TrainConfig
 from rapid_core.registry import Registry
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+Combine = Literal["mean", "min", "max"]  # token-weighted mean over chunks, or the extreme
 
 
 @dataclass(frozen=True)
-class LossSettings:
-    is_level: str = "token"  # token | sequence
-    is_clip: float | None = 2.0  # c; None = no truncation
-    norm: str = "token_mean"  # token_mean | seq_mean | constant
-    max_new_tokens: int = 64  # for norm=constant
-    ppo_epsilon: float = 0.2  # grpo only
-    kl_beta: float = 0.0
+class Loss:
+    """A registered loss: the pure function and how each of its metrics combines over the chunks of
+    one mini-batch (``train_micro_batch``): a token-weighted mean, or the min / max."""
+
+    fn: LossFn
+    combine: dict[str, Combine]
 
 
-LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-LOSSES: Registry[LossFn] = Registry("algorithm")
+LOSSES: Registry[Loss] = Registry("algorithm")
+# Every loss reports these (RAPID.md step metrics). ESS is combined as a token-weighted mean of the
+# chunks' ESS, which equals the whole mini-batch's ESS only when the train_micro_batch is 0 (one chunk).
+WEIGHT_METRICS: dict[str, Combine] = {
+    "w_mean": "mean",
+    "w_min": "min",
+    "w_max": "max",
+    "clip_frac": "mean",
+    "ess": "mean",
+    "approx_kl": "mean",
+    "kl_ref": "mean",
+}
 
 
-def normalise(per_token: torch.Tensor, mask: torch.Tensor, s: LossSettings) -> torch.Tensor:
+def register_loss(name: str, combine: dict[str, Combine]) -> Callable[[LossFn], LossFn]:
+    def add(fn: LossFn) -> LossFn:
+        LOSSES.register(name)(Loss(fn, combine))
+        return fn
+
+    return add
+
+
+def combine_metrics(parts: list[tuple[dict[str, float], int]], rules: dict[str, Combine]) -> dict[str, float]:
+    """One step's loss metrics from its micro-batch chunks ``(metrics, tokens)``, each metric combined
+    as its loss declares: a token-weighted mean, or the min / max over chunks. A metric without a
+    rule is an error, so a new metric cannot be averaged by accident."""
+    total = max(sum(n for _, n in parts), 1)
+    out: dict[str, float] = {}
+    for key in parts[0][0]:
+        rule = rules.get(key)
+        values = [m[key] for m, _ in parts]
+        if rule == "min":
+            out[key] = min(values)
+        elif rule == "max":
+            out[key] = max(values)
+        elif rule == "mean":
+            out[key] = sum(m[key] * n for m, n in parts) / total
+        else:
+            raise KeyError(f"loss metric {key!r} declares no combine rule (known rules: {sorted(rules)})")
+    return out
+
+
+def normalise(per_token: torch.Tensor, mask: torch.Tensor, s: TrainConfig) -> torch.Tensor:
     """Sum of masked per-token terms divided as ``s.norm`` says."""
     per_token = per_token * mask
     if s.norm == "token_mean":
@@ -42,7 +86,7 @@ def normalise(per_token: torch.Tensor, mask: torch.Tensor, s: LossSettings) -> t
     raise ValueError(f"unknown norm {s.norm!r}; known: token_mean, seq_mean, constant")
 
 
-def importance_weights(log_ratio: torch.Tensor, mask: torch.Tensor, s: LossSettings):
+def importance_weights(log_ratio: torch.Tensor, mask: torch.Tensor, s: TrainConfig):
     """(w, rho): detached truncated weights and raw ratios, per token or one per sequence."""
     log_ratio = log_ratio.detach() * mask
     if s.is_level == "sequence":
@@ -73,7 +117,7 @@ def off_policy_metrics(w, rho, log_ratio, mask, clip: float | None) -> dict[str,
     }
 
 
-def kl_term(logp, ref_logp, mask, s: LossSettings) -> tuple[torch.Tensor, float]:
+def kl_term(logp, ref_logp, mask, s: TrainConfig) -> tuple[torch.Tensor, float]:
     """beta * KL(pi || ref), the k3 estimator exp(ref - logp) - (ref - logp) - 1 per token."""
     if ref_logp is None or s.kl_beta == 0:
         return logp.new_zeros(()), 0.0
@@ -83,8 +127,8 @@ def kl_term(logp, ref_logp, mask, s: LossSettings) -> tuple[torch.Tensor, float]
     return s.kl_beta * kl, float(kl.detach())
 
 
-@LOSSES.register("rapid")
-def rapid_loss(logp, behaviour_logp, advantages, mask, s: LossSettings, ref_logp=None):
+@register_loss("rapid", combine=WEIGHT_METRICS)
+def rapid_loss(logp, behaviour_logp, advantages, mask, s: TrainConfig, ref_logp=None):
     """- sum w_it A_i log pi(y_it) / norm, with w = min(rho, c) detached."""
     mask = mask.to(logp.dtype)
     log_ratio = logp - behaviour_logp
@@ -96,24 +140,33 @@ def rapid_loss(logp, behaviour_logp, advantages, mask, s: LossSettings, ref_logp
     return loss + kl, metrics
 
 
-@LOSSES.register("grpo")
-def grpo_loss(logp, behaviour_logp, advantages, mask, s: LossSettings, ref_logp=None):
-    """PPO-style clipped ratio objective: - min(rho A, clip(rho, 1 - eps, 1 + eps) A)."""
-    mask = mask.to(logp.dtype)
-    log_ratio = logp - behaviour_logp
-    ratio = log_ratio.exp()
+def ppo_clipped_objective(ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Per-token - min(rho A, clip(rho, 1 - eps, 1 + eps) A) of PPO."""
     a = advantages[:, None]
-    clipped = ratio.clamp(1 - s.ppo_epsilon, 1 + s.ppo_epsilon)
-    loss = normalise(-torch.minimum(ratio * a, clipped * a), mask, s)
+    return -torch.minimum(ratio * a, ratio.clamp(1 - epsilon, 1 + epsilon) * a)
+
+
+@register_loss("grpo", combine=WEIGHT_METRICS)
+def grpo_loss(logp, behaviour_logp, advantages, mask, s: TrainConfig, ref_logp=None):
+    """GRPO with one optimizer step per round: the PPO ratio is taken against the policy's own
+    detached log-probs, so it is exactly 1 (as TRL computes it with one iteration). The sampler's
+    log-probs differ from the training pass by bf16 and decode-vs-forward numerics and would clip
+    tokens to zero gradient for no reason (RAPID.md, baselines); the weight metrics still compare
+    with the sampler, so that mismatch stays visible."""
+    mask = mask.to(logp.dtype)
+    ratio = (logp - logp.detach()).exp()
+    loss = normalise(ppo_clipped_objective(ratio, advantages, s.ppo_epsilon), mask, s)
     kl, kl_value = kl_term(logp, ref_logp, mask, s)
-    metrics = off_policy_metrics(ratio.detach(), ratio.detach(), log_ratio, mask, None)
-    metrics["clip_frac"] = float((((ratio - 1).abs() > s.ppo_epsilon).float() * mask).sum() / mask.sum().clamp(min=1))
+    log_ratio = logp - behaviour_logp
+    metrics = off_policy_metrics(ratio.detach(), log_ratio.detach().exp(), log_ratio, mask, None)
+    clipped = ((ratio.detach() - 1).abs() > s.ppo_epsilon).to(mask.dtype)
+    metrics["clip_frac"] = float((clipped * mask).sum() / mask.sum().clamp(min=1))
     metrics["kl_ref"] = kl_value
     return loss + kl, metrics
 
 
-@LOSSES.register("pg")
-def pg_loss(logp, behaviour_logp, advantages, mask, s: LossSettings, ref_logp=None):
+@register_loss("pg", combine=WEIGHT_METRICS)
+def pg_loss(logp, behaviour_logp, advantages, mask, s: TrainConfig, ref_logp=None):
     """Plain on-policy policy gradient with the group-mean baseline: - A log pi."""
     mask = mask.to(logp.dtype)
     log_ratio = logp - behaviour_logp

@@ -5,13 +5,13 @@ calls ``download_model`` once before training; loading uses ``resolve_model`` (n
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rapid_core import hub
 from rapid_core.errors import ModelError
+from rapid_core.settings import core_settings
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 TINY_ALIAS = "tiny-random"
@@ -19,7 +19,7 @@ ALIASES = (SMOLLM2_ALIAS, TINY_ALIAS)
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RAPID_CACHE_DIR", Path.home() / ".cache" / "rapid"))
+    return core_settings().cache_dir
 
 
 @dataclass(frozen=True)

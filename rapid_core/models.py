@@ -65,7 +65,7 @@ def load_tokenizer(source: ModelSource):
     return tok
 
 
-def _dense_dir(source: ModelSource) -> str:
+def dense_dir(source: ModelSource) -> str:
     """A safetensors directory for the model. GGUF files are dequantized once into the cache: the
     GGUF-loaded model refuses save_pretrained and costs ~15 s to dequantize every load."""
     if source.name == TINY_ALIAS:
@@ -161,7 +161,7 @@ def load_policy(cfg: TrainConfig, adapter: str | None = None, trainable: bool = 
     dtype = pick_dtype(cfg, device)
     tokenizer = load_tokenizer(source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(_dense_dir(source), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(dense_dir(source), dtype=torch.float32)
     except OSError as err:
         raise ModelError(f"cannot load model {cfg.model!r}: {err}") from None
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -1,4 +1,5 @@
-"""Callbacks that report: the metrics.jsonl writer and the live progress bar."""
+"""Callbacks that report: the run files (config.json, summary.json), the metrics.jsonl writer and
+the live progress bar."""
 
 from __future__ import annotations
 
@@ -8,6 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from rapid_core.callbacks import Callback
+from rapid_core.config import RunPaths, TrainConfig
+from rapid_core.metrics import EvalMetrics, RoundMetrics, StepMetrics
+from rapid_core.state import RunInfo
+
+
+class RunFiles(Callback):
+    """``config.json`` (the resolved config and paths: a valid ``rapid train --config`` file) at the
+    start, ``summary.json`` at the end."""
+
+    def __init__(self, cfg: TrainConfig, paths: RunPaths):
+        self.cfg, self.paths = cfg, paths
+
+    def on_start(self, info: RunInfo) -> None:
+        config = {**self.cfg.model_dump(mode="json"), **self.paths.model_dump(mode="json")}
+        (self.paths.output_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        (self.paths.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 class MetricsWriter(Callback):
@@ -17,8 +36,8 @@ class MetricsWriter(Callback):
     def __init__(self, path: Path):
         self.path = path
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        start_round = info["start_round"]
+    def on_start(self, info: RunInfo) -> None:
+        start_round = info.start_round
         if not self.path.exists():
             return
         kept = []
@@ -33,14 +52,14 @@ class MetricsWriter(Callback):
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def on_eval(self, phase: str, metrics: dict[str, Any]) -> None:
-        self._write({"kind": "eval", "phase": phase, **metrics})
+    def on_eval(self, phase: str, metrics: EvalMetrics) -> None:
+        self._write({"kind": "eval", "phase": phase, **metrics.to_dict()})
 
-    def on_step(self, metrics: dict[str, Any]) -> None:
-        self._write({"kind": "step", **metrics})
+    def on_step(self, metrics: StepMetrics) -> None:
+        self._write({"kind": "step", **metrics.to_dict()})
 
-    def on_round(self, metrics: dict[str, Any]) -> None:
-        self._write({"kind": "round", **metrics})
+    def on_round(self, metrics: RoundMetrics) -> None:
+        self._write({"kind": "round", **metrics.to_dict()})
 
 
 class ProgressBar(Callback):
@@ -50,25 +69,26 @@ class ProgressBar(Callback):
         self.file = file
         self.bar = None
 
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunInfo) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=info.get("total_rounds"), initial=info["start_round"], unit="round",
-                        desc=f"{info['algorithm']} B={info['inference_batch']} U={info['batch_ratio']}",
-                        file=self.file, dynamic_ncols=True)
+        desc = f"{info.algorithm} B={info.inference_batch} U={info.batch_ratio}"
+        self.bar = tqdm(
+            total=info.total_rounds, initial=info.start_round, unit="round", desc=desc, file=self.file,
+            dynamic_ncols=True,
+        )
 
-    def on_eval(self, phase: str, metrics: dict[str, Any]) -> None:
-        k = next((key for key in metrics if key.startswith("pass@") and key != "pass@1"), None)
-        extra = f", {k} {metrics[k]:.3f}" if k else ""
-        msg = f"eval {phase}: pass@1 {metrics.get('pass@1', 0):.3f}{extra} on {metrics.get('problems')} held-out problems"
+    def on_eval(self, phase: str, metrics: EvalMetrics) -> None:
+        extra = f", pass@{metrics.k} {metrics.pass_at_k:.3f}" if metrics.pass_at_k is not None else ""
+        msg = f"eval {phase}: pass@1 {metrics.pass_at_1:.3f}{extra} on {metrics.problems} held-out problems"
         (self.bar.write if self.bar else print)(msg, file=self.file)
 
-    def on_round(self, m: dict[str, Any]) -> None:
+    def on_round(self, m: RoundMetrics) -> None:
         if self.bar is None:
             return
-        self.bar.set_postfix(reward=f"{m['reward_mean']:.3f}", acc=f"{m['accuracy']:.3f}",
-                             stale=f"{m['staleness_mean']:.1f}/{m['staleness_max']}",
-                             sps=f"{m['samples_per_s']:.1f}", refresh=False)
+        stale = f"{m.staleness_mean:.1f}/{m.staleness_max}"
+        reward, acc, sps = f"{m.reward_mean:.3f}", f"{m.accuracy:.3f}", f"{m.samples_per_s:.1f}"
+        self.bar.set_postfix(reward=reward, acc=acc, stale=stale, sps=sps, refresh=False)
         self.bar.update(1)
 
     def on_end(self, summary: dict[str, Any]) -> None:

@@ -13,15 +13,12 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from rapid_core.config import TrainConfig
+from rapid_core.config import RunPaths, TrainConfig
+from rapid_core.datasets import DATASETS, Record, chat, read_jsonl
 from rapid_core.errors import ConfigError, DatasetError
 from rapid_core.registry import Registry
-
-Record = dict[str, Any]
-
 
 
 @dataclass(frozen=True)
@@ -31,31 +28,7 @@ class TaskData:
     grader: dict[str, Any]
 
 
-TASKS: Registry[Callable[[TrainConfig], TaskData]] = Registry("task")
-
-
-def chat(system: str | None, user: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": user}]
-
-
-def read_jsonl(path: str | Path) -> list[Record]:
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"dataset file {str(p)!r} does not exist")
-    rows = []
-    with p.open() as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{p}: line {n} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{p}: line {n} is not a JSON object")
-            rows.append(row)
-    return rows
+TASKS: Registry[Callable[[TrainConfig, RunPaths], TaskData]] = Registry("task")
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
@@ -94,7 +67,7 @@ def _arith_record(a: int, op: str, b: int, system: str | None) -> Record:
 
 
 @TASKS.register("arithmetic")
-def arithmetic_task(cfg: TrainConfig) -> TaskData:
+def arithmetic_task(cfg: TrainConfig, paths: RunPaths | None = None) -> TaskData:
     """Generated problems ``a op b``. Options: ``digits`` (operands below 10**digits) or
     ``max_value`` (operands 0..max_value, wins when set; null to use digits), ``operators`` from "+-*",
     ``n_train``, ``n_eval``."""
@@ -131,33 +104,33 @@ def _split_from(path: str, eval_path: str | None, make: Callable[[Record], Recor
 
 
 @TASKS.register("jsonl")
-def jsonl_task(cfg: TrainConfig) -> TaskData:
+def jsonl_task(cfg: TrainConfig, paths: RunPaths) -> TaskData:
     def make(row: Record) -> Record:
         if "messages" not in row:
             raise DatasetError(f"record lacks field 'messages': {json.dumps(row)[:120]}")
         return row
 
-    train, held = _split_from(cfg.data_path or "", cfg.eval_path, make)
+    if not paths.data_path:
+        raise ConfigError("task 'jsonl' needs data_path, the records file", "data_path")
+    train, held = _split_from(paths.data_path, paths.eval_path, make)
     if cfg.grader is None:
         raise ConfigError("task jsonl needs a grader spec", "grader")
     return TaskData(train, held, cfg.grader)
 
 
-def dataset_task(cfg: TrainConfig) -> TaskData:
+def dataset_task(cfg: TrainConfig, paths: RunPaths) -> TaskData:
     """Any adapter of rapid_core.datasets (gsm8k, math, math500, mbpp, mbpp_plus, ...): its train split
     from ``data_path`` (default: the shared copy), held-out from its test split (``eval_path``); a
     dataset with a single split holds out a deterministic tenth of it."""
-    from rapid_core.datasets import DATASETS
-
     adapter = DATASETS.get(cfg.task, "task")
     if "train" in adapter.splits:
-        train = adapter.load("train", cfg.data_path)
-        held = adapter.load("test" if "test" in adapter.splits else adapter.splits[0], cfg.eval_path)
+        train = adapter.load("train", paths.data_path)
+        held = adapter.load("test" if "test" in adapter.splits else adapter.splits[0], paths.eval_path)
     else:
-        rows = adapter.load(adapter.splits[-1], cfg.data_path)
+        rows = adapter.load(adapter.splits[-1], paths.data_path)
         train, held = [r for i, r in enumerate(rows) if i % 10], [r for i, r in enumerate(rows) if i % 10 == 0]
-        if cfg.eval_path:
-            held = adapter.load(adapter.splits[-1], cfg.eval_path)
+        if paths.eval_path:
+            held = adapter.load(adapter.splits[-1], paths.eval_path)
     if cfg.system_prompt is not None:
         train, held = _with_system(train, cfg.system_prompt), _with_system(held, cfg.system_prompt)
     return TaskData(train, held, adapter.grader)
@@ -171,20 +144,17 @@ def _with_system(records: list[Record], system: str) -> list[Record]:
 
 
 def task_names() -> list[str]:
-    from rapid_core.datasets import DATASETS
-
     return sorted(set(TASKS.names()) | set(DATASETS.names()))
 
 
-def load_task(cfg: TrainConfig) -> TaskData:
+def load_task(cfg: TrainConfig, paths: RunPaths) -> TaskData:
+    """The task's train and held-out records and its grader (``cfg.grader`` overrides the task's)."""
     if cfg.task in TASKS:
-        data = TASKS.get(cfg.task, "task")(cfg)
+        data = TASKS.get(cfg.task, "task")(cfg, paths)
+    elif cfg.task in DATASETS:
+        data = dataset_task(cfg, paths)
     else:
-        from rapid_core.datasets import DATASETS
-
-        if cfg.task not in DATASETS:
-            raise ConfigError(f"unknown task {cfg.task!r}; known: {', '.join(task_names())}", "task")
-        data = dataset_task(cfg)
+        raise ConfigError(f"unknown task {cfg.task!r}; known: {', '.join(task_names())}", "task")
     if not data.train:
         raise DatasetError(f"task {cfg.task!r} has no training records")
     grader = cfg.grader if cfg.grader is not None else data.grader

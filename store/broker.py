@@ -20,6 +20,7 @@ def make_celery(settings: Settings) -> Celery:
             "data_folder_in": folder,
             "data_folder_out": folder,
             "processed_folder": str(settings.broker_dir / "processed"),
+            "control_folder": str(settings.broker_dir / "control"),  # kombu's default is ./control
             "store_processed": False,
         }
     elif settings.broker_url.startswith(("redis", "rediss")):

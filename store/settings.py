@@ -1,7 +1,9 @@
 """The one typed settings object of a service process (API or worker), read from ``RAPID_*``.
 
-Defaults are the embedded setup: SQLite and a filesystem broker under ``./rapid-data``, so
-``rapid serve`` needs no server. ``DATABASE_URL`` and ``REDIS_URL`` are honoured as aliases.
+Defaults are the embedded setup: SQLite, a filesystem broker, uploaded files and job directories,
+all under the data directory (``RAPID_DATA_DIR``, default ``./rapid-data``), so ``rapid serve``
+needs no server. ``DATABASE_URL`` and ``REDIS_URL`` are honoured as aliases. ``get_settings`` is
+the one way a process reads them: once, after checking that every ``RAPID_*`` variable is known.
 """
 
 from __future__ import annotations
@@ -12,30 +14,38 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DATA_DIR = Path("rapid-data")
+from rapid_core.settings import CoreSettings, check_environment, env_names
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAPID_", extra="ignore", populate_by_name=True)
 
+    data_dir: Path = Field(Path("rapid-data"), description="Where every default path below lives")
     database_url: str = Field(
-        f"sqlite:///{DATA_DIR / 'rapid.db'}",
+        default_factory=lambda v: f"sqlite:///{v['data_dir'] / 'rapid.db'}",
         validation_alias=AliasChoices("RAPID_DATABASE_URL", "DATABASE_URL"),
-        description="SQLAlchemy URL; postgresql:// is read as postgresql+psycopg://",
+        description="SQLAlchemy URL (default: SQLite in the data directory); postgresql:// is read as "
+        "postgresql+psycopg://",
     )
     broker_url: str = Field(
         "filesystem://",
         validation_alias=AliasChoices("RAPID_BROKER_URL", "REDIS_URL"),
         description="Celery broker; filesystem:// keeps messages in broker_dir (no server)",
     )
-    broker_dir: Path = Field(DATA_DIR / "broker", description="Folder of the filesystem broker")
+    broker_dir: Path = Field(
+        default_factory=lambda v: v["data_dir"] / "broker",
+        description="Folder of the filesystem broker: queue/, processed/ and control/ (its exchange table)",
+    )
     broker_key_prefix: str = Field("", description="Prefix of every Redis key the broker writes")
     broker_visibility_timeout: int = Field(
         3600, ge=1, description="Seconds before Redis redelivers an unacknowledged job message"
     )
-    artifacts_dir: Path = Field(DATA_DIR / "artifacts", description="Uploaded files and adapter archives")
+    artifacts_dir: Path = Field(
+        default_factory=lambda v: v["data_dir"] / "artifacts", description="Uploaded files and adapter archives"
+    )
     runs_dir: Path = Field(
-        DATA_DIR / "runs", description="Jobs' working directories; shared by every worker that may resume"
+        default_factory=lambda v: v["data_dir"] / "runs",
+        description="Jobs' working directories; shared by every worker that may resume",
     )
     default_queue: str = Field("cpu", description="Queue of jobs whose device is auto (cpu or cuda)")
     worker_queues: str = Field("", description="Queues a worker consumes; empty = cpu, plus cuda if present")
@@ -67,12 +77,15 @@ class Settings(BaseSettings):
         for d in (self.artifacts_dir, self.runs_dir):
             d.mkdir(parents=True, exist_ok=True)
         if self.broker_url.startswith("filesystem"):
-            (self.broker_dir / "queue").mkdir(parents=True, exist_ok=True)
-            (self.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+            for sub in ("queue", "processed", "control"):
+                (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
         if self.is_sqlite and ":///" in self.database_url:
             Path(self.database_url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
 
 
 @lru_cache
 def get_settings() -> Settings:
+    """The process's settings, read once. A ``RAPID_*`` variable that neither these nor the core's
+    settings read is a ConfigError naming the nearest known name (a typo must not be ignored)."""
+    check_environment(env_names(Settings) | env_names(CoreSettings))
     return Settings()

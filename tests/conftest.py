@@ -1,12 +1,22 @@
-"""Shared fixtures: real things (a tiny random model built once, temporary output directories)."""
+"""Shared fixtures (real things: a tiny random model built once, a fresh store) and the markers each
+folder's tests carry: tests/integration -> integration, tests/slow -> slow."""
 
-import os
 from pathlib import Path
 
 import pytest
 
+from rapid_core.settings import core_settings
+
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = Path(os.environ.get("RAPID_DATASETS_DIR", REPO.parent / "shared" / "datasets"))
+DATASETS = core_settings().datasets_dir
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "slow": pytest.mark.slow}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(item.fspath).relative_to(REPO / "tests").parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +47,11 @@ def api_client(tmp_path):
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {secret}"
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_core_settings():
+    """Core settings are read once per process; a test that changes RAPID_* variables must not leave
+    its reading behind for the next test."""
+    yield
+    core_settings.cache_clear()

@@ -7,6 +7,7 @@ import socket
 import sys
 import uuid
 
+from rapid_core.errors import ConfigError
 from store.settings import get_settings
 
 
@@ -16,7 +17,10 @@ def default_queues() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigError as err:  # an unknown RAPID_* variable: refuse to start, naming it
+        sys.exit(f"python -m worker: error: {err}")
     settings.ensure_dirs()
     from worker.app import celery
 

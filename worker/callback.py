@@ -25,6 +25,8 @@ def jsonable(value: Any) -> Any:
     """Plain JSON values: tensors and numpy scalars become numbers, NaN and inf become null."""
 
     def default(obj: Any) -> Any:
+        if hasattr(obj, "to_dict"):  # the core's typed metric records
+            return obj.to_dict()
         if hasattr(obj, "item"):
             return obj.item()
         if hasattr(obj, "tolist"):
@@ -79,7 +81,7 @@ class JobRecorder(Callback):
 
     def on_start(self, info: dict[str, Any]) -> None:
         info = jsonable(info)
-        resumed = info.get("resumed_round") or info.get("start_round") or 0
+        resumed = info["start_round"]
         with self.sessions() as s:
             if resumed:
                 Metrics(s).drop_from_round(self.job_id, int(resumed))
@@ -93,7 +95,7 @@ class JobRecorder(Callback):
         metrics = jsonable(metrics)
         with self.sessions() as s:
             Metrics(s).add(self.job_id, "eval", metrics, phase=phase, step=self.step)
-            summary = _fmt(metrics, ("accuracy", "pass@1", "pass_at_1", "pass@k", "reward_mean"))
+            summary = _fmt(metrics, (*[k for k in metrics if k.startswith("pass@")], "mean_reward"))
             Events(s).add(self.job_id, f"Evaluation {phase}: {summary}", type="metrics", data=metrics)
             s.commit()
 

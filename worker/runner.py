@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from rapid_core.config import make_config
+from rapid_core.config import RunPaths, TrainConfig
 from rapid_core.errors import Cancelled, RapidError
 from rapid_core.model_source import download_model
 from store.artifacts import LocalArtifacts, put_directory_archive
@@ -56,15 +56,15 @@ def run_job(job_id: str, settings: Settings) -> str:
     with LeaseKeeper(job_id, owner, sessions, settings.lease_seconds) as lease:
         recorder = JobRecorder(job_id, sessions, artifacts, lease, checkpoint_name)
         try:
-            cfg = make_config(
-                **config, output_dir=str(output_dir),
-                data_path=str(artifacts.local_path(training.storage_key)),
+            cfg = TrainConfig.model_validate(config)  # the API validated and stored it: no re-mapping here
+            paths = RunPaths(
+                output_dir=output_dir, data_path=str(artifacts.local_path(training.storage_key)),
                 eval_path=str(artifacts.local_path(validation.storage_key)) if validation else None,
             )  # fmt: skip
             download_model(cfg.model, progress=lambda message: _event(sessions, job_id, message))
             from rapid_core.trainer import train  # torch loads here, in the worker only
 
-            summary = train(cfg, callbacks=[recorder], progress=False)
+            summary = train(cfg, paths, callbacks=[recorder], progress=False)
         except Cancelled as err:
             if not lease.lost:
                 _event(sessions, job_id, f"Training stopped at step {recorder.step} ({getattr(err, 'request', 'cancel')})")
@@ -102,7 +102,7 @@ def _succeed(sessions, job_id: str, recorder: JobRecorder, artifacts, output_dir
     put_directory_archive(artifacts, key, output_dir / "adapter")
     summary = jsonable(summary or {})
     recorder.record_checkpoint(key, int(summary.get("rounds", recorder.last_round.get("round", 0)) or 0), final=True)
-    tokens = summary.get("generated_tokens") or summary.get("trained_tokens")
+    tokens = summary.get("trained_tokens")
     with sessions() as s:
         job: Job = Jobs(s).by_id(job_id)
         Jobs(s).set_status(

@@ -1,20 +1,26 @@
-"""Turn a job request into validated TrainConfig values, before any row is written.
+"""A job request's hyperparameters: OpenAI's names to ours and back, and the one validation.
 
-OpenAI's reinforcement hyperparameters are mapped where they have a meaning here; every
-TrainConfig field is accepted as an extra hyperparameter. ``make_config`` validates the result,
-so a bad value is a 400 naming the field. The core is imported lazily and never loads torch here.
+``config_values`` maps OpenAI's documented reinforcement hyperparameters onto TrainConfig values
+(enforcing their documented bounds, working ``n_epochs`` out as rounds) and passes RAPID's own
+settings through; ``openai_hyperparameters`` maps a stored config back for the response. That pair
+is the only translation. ``build_job_config`` validates the values once into a TrainConfig (no
+paths: the worker adds them) and returns its dump, which the store keeps and the worker runs.
+The core is imported lazily where it could load torch; it never does here.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from api.errors import InvalidRequest
 from api.services.files import read_records
-from rapid_core.config import TrainConfig, make_config
+from rapid_core.config import TrainConfig, inference_batch, make_config
 from rapid_core.errors import ConfigError, DatasetError, ModelError
 from store.artifacts import Artifacts
 from store.models import File
@@ -23,51 +29,189 @@ from store.settings import Settings
 HP = "method.reinforcement.hyperparameters"
 # Set by the service from the request and the stored files, never by a hyperparameter.
 RESERVED = {"model", "task", "data_path", "eval_path", "grader", "output_dir", "seed"}
-# OpenAI fields that have no meaning here: accepted only as "auto" / null.
-IGNORED = {"compute_multiplier", "eval_interval", "reasoning_effort"}
+# OpenAI's documented reinforcement hyperparameters, in the order a response lists them.
+OPENAI_KEYS = (
+    "batch_size",
+    "learning_rate_multiplier",
+    "n_epochs",
+    "reasoning_effort",
+    "compute_multiplier",
+    "eval_interval",
+    "eval_samples",
+)
+REASONING_EFFORTS = ("default", "low", "medium", "high")  # "auto" (or null) leaves it unset
+MAX_EPOCHS = 50  # OpenAI's documented bound
 # Bounds TrainConfig leaves open, but that no single job on this service should exceed.
 SERVICE_LIMITS = {
-    "group_size": 1024, "prompts_per_round": 65536, "mini_batch_size": 65536, "rounds": 1_000_000,
-    "eval_problems": 100_000, "max_samples": 10**9, "gen_micro_batch": 65536, "n_epochs": 1000,
-}  # fmt: skip
+    "group_size": 1024,
+    "prompts_per_round": 65536,
+    "mini_batch_size": 65536,
+    "rounds": 1_000_000,
+    "eval_problems": 100_000,
+    "max_samples": 10**9,
+    "gen_micro_batch": 65536,
+}
 BASE_LEARNING_RATE = TrainConfig.model_fields["learning_rate"].default
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    config: dict[str, Any]  # TrainConfig.model_dump(mode="json"): stored, and validated again by the worker
+    queue: str
+    notes: list[str]  # what each OpenAI hyperparameter the request set does here, for the job's events
 
 
 def _fail(message: str, field: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {message}", f"{HP}.{field}", "invalid_hyperparameter")
 
 
-def _openai_values(hp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """TrainConfig values from OpenAI's fields, and which OpenAI field each came from."""
-    values, source = {}, {}
-    if hp.get("batch_size", "auto") != "auto":
-        values["mini_batch_size"], source["mini_batch_size"] = hp["batch_size"], "batch_size"
-    mult = hp.get("learning_rate_multiplier", "auto")
-    if mult != "auto":
-        if not isinstance(mult, int | float) or isinstance(mult, bool) or mult <= 0:
-            raise _fail("must be a positive number or 'auto'", "learning_rate_multiplier")
-        values["learning_rate"], source["learning_rate"] = BASE_LEARNING_RATE * mult, "learning_rate_multiplier"
-    if hp.get("eval_samples", "auto") != "auto":
-        values["eval_problems"], source["eval_problems"] = hp["eval_samples"], "eval_samples"
-    for name in IGNORED:
-        if hp.get(name, "auto") not in ("auto", None, "default"):
-            raise _fail("is not supported by this service; leave it 'auto'", name)
-    return values, source
+def _unset(value: Any) -> bool:
+    return value is None or value == "auto"
 
 
-def _check_limits(hp: dict[str, Any]) -> None:
-    for field, limit in SERVICE_LIMITS.items():
-        value = hp.get(field)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
-            raise _fail(f"{value} is above this service's limit of {limit}", field)
+def _integer(hp: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
+    value = hp.get(name)
+    if _unset(value):
+        return None
+    ok = (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
+    if not ok:
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise _fail(f"must be 'auto' or an integer {bounds}, got {value!r}", name)
+    return value
+
+
+def _positive(hp: dict[str, Any], name: str) -> float | None:
+    value = hp.get(name)
+    if _unset(value):
+        return None
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise _fail(f"must be 'auto' or a positive number, got {value!r}", name)
+    return float(value)
+
+
+def _round_prompts(values: dict[str, Any]) -> int | None:
+    """Prompts per round of the config ``values`` will make, from just the four fields it depends on;
+    None when one of them is invalid (the validation that follows names it)."""
+    terms = {}
+    for name in ("algorithm", "prompts_per_round", "group_size", "mini_batch_size"):
+        field = TrainConfig.model_fields[name]
+        try:
+            terms[name] = TypeAdapter(field.annotation).validate_python(values.get(name, field.default))
+        except ValidationError:
+            return None
+    return inference_batch(**terms) // terms["group_size"] if terms["group_size"] > 0 else None
+
+
+def config_values(
+    hp: dict[str, Any], training_lines: int
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """OpenAI's hyperparameters -> TrainConfig values. Returns the values (RAPID's own settings pass
+    through), which OpenAI name each mapped value came from (to name it in errors), and one note per
+    OpenAI setting saying what it does here."""
+    values = {k: v for k, v in hp.items() if k not in OPENAI_KEYS}
+    source: dict[str, str] = {}
+    notes: list[str] = []
+
+    def put(ours: str, value: Any, theirs: str, note: str) -> None:
+        values[ours], source[ours] = value, theirs
+        notes.append(f"{theirs}={hp[theirs]!r}: {note}")
+
+    if (batch := _integer(hp, "batch_size", 1)) is not None:
+        put("mini_batch_size", batch, "batch_size", f"{batch} samples per optimizer step (mini_batch_size)")
+    if (mult := _positive(hp, "learning_rate_multiplier")) is not None:
+        lr = BASE_LEARNING_RATE * mult
+        put(
+            "learning_rate",
+            lr,
+            "learning_rate_multiplier",
+            f"learning rate {lr:g} ({mult:g} x {BASE_LEARNING_RATE:g})",
+        )
+    if (samples := _integer(hp, "eval_samples", 1)) is not None:
+        put(
+            "eval_problems",
+            samples,
+            "eval_samples",
+            f"{samples} held-out problems evaluated before and after training (eval_problems)",
+        )
+    if (every := _integer(hp, "eval_interval", 1)) is not None:
+        put(
+            "eval_interval",
+            every,
+            "eval_interval",
+            f"held-out evaluation every {every} optimizer steps on the validation file (eval_interval)",
+        )
+    if (effort := hp.get("reasoning_effort")) is not None and effort != "auto":
+        if effort not in REASONING_EFFORTS:
+            raise _fail(
+                f"must be one of auto, {', '.join(REASONING_EFFORTS)}; got {effort!r}", "reasoning_effort"
+            )
+        notes.append(
+            f"reasoning_effort={effort!r}: recorded; it changes nothing here (the models trained here "
+            "have no reasoning-effort setting; completions follow temperature and max_new_tokens)"
+        )
+    if _positive(hp, "compute_multiplier") is not None:
+        notes.append(
+            f"compute_multiplier={hp['compute_multiplier']!r}: recorded; it changes nothing here (the "
+            "sampling budget is rounds x prompts_per_round x group_size)"
+        )
+    if (epochs := _integer(hp, "n_epochs", 1, MAX_EPOCHS)) is not None:
+        if "rounds" in hp:
+            raise _fail("set n_epochs or rounds, not both: n_epochs is worked out as rounds", "n_epochs")
+        prompts = _round_prompts(values)
+        if prompts:  # else the validation names the bad field
+            rounds = max(1, math.ceil(epochs * training_lines / prompts))
+            note = f"{epochs} passes over {training_lines} records: {rounds} rounds of {prompts} prompts"
+            put("rounds", rounds, "n_epochs", note)
+    return values, source, notes
+
+
+def openai_hyperparameters(config: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A stored job's ``method.reinforcement.hyperparameters`` for the response: OpenAI's seven
+    documented keys always ("auto" where the request left them unset, and ``reasoning_effort``
+    "default", the unset value its type allows), then RAPID's own settings the request set, with
+    their validated values (a typed client keeps them as extra fields)."""
+
+    def chosen(*names: str) -> bool:
+        return any(not _unset(given.get(n)) for n in names)
+
+    multiplier = given.get("learning_rate_multiplier")
+    if _unset(multiplier):
+        multiplier = config["learning_rate"] / BASE_LEARNING_RATE if chosen("learning_rate") else "auto"
+    out = {
+        "batch_size": config["mini_batch_size"] if chosen("batch_size", "mini_batch_size") else "auto",
+        "learning_rate_multiplier": multiplier,
+        "n_epochs": given["n_epochs"] if chosen("n_epochs") else "auto",
+        "reasoning_effort": given["reasoning_effort"] if chosen("reasoning_effort") else "default",
+        "compute_multiplier": given["compute_multiplier"] if chosen("compute_multiplier") else "auto",
+        "eval_interval": config.get("eval_interval") or "auto",
+        "eval_samples": config["eval_problems"] if chosen("eval_samples", "eval_problems") else "auto",
+    }
+    return out | {k: config[k] for k in given if k in config and k not in out}
 
 
 def build_job_config(
-    *, model: str, grader: dict[str, Any], hyperparameters: dict[str, Any], seed: int,
-    training: File, validation: File | None, settings: Settings, artifacts: Artifacts | None = None,
-) -> tuple[dict[str, Any], str]:  # fmt: skip
-    """Validated TrainConfig values (without paths) and the queue the job goes to. With ``artifacts``,
-    a file that lacks a field the grader reads is refused naming its first such line."""
+    *,
+    model: str,
+    grader: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    seed: int,
+    training: File,
+    validation: File | None,
+    settings: Settings,
+    artifacts: Artifacts | None = None,
+) -> JobConfig:
+    """The job's validated config (without paths), its queue and its notes. With ``artifacts``, a
+    file that lacks a field the grader reads is refused naming its first such line."""
     _check_grader(grader, training, validation, artifacts)
     _check_model(model)
     hp = dict(hyperparameters)
@@ -75,31 +219,24 @@ def build_job_config(
     if reserved:
         raise _fail("is set by the service from the job request, not as a hyperparameter", reserved[0])
     _check_limits(hp)
-    n_epochs = hp.pop("n_epochs", "auto")
-    openai_keys = {"batch_size", "learning_rate_multiplier", "eval_samples"} | IGNORED
-    mapped, source = _openai_values(hp)
-    extras = {k: v for k, v in hp.items() if k not in openai_keys}
-    values = {**mapped, **extras, "model": model, "task": "jsonl", "grader": grader, "seed": seed,
-              "data_path": "training.jsonl", "output_dir": "job"}  # fmt: skip
-    cfg = _make(values, source)
-    if n_epochs != "auto" and "rounds" not in extras:
-        if not isinstance(n_epochs, int) or isinstance(n_epochs, bool) or n_epochs < 1:
-            raise _fail("must be a positive integer or 'auto'", "n_epochs")
-        values["rounds"] = max(1, math.ceil(n_epochs * training.lines / cfg.round_prompts))
-        cfg = _make(values, source)
-    config = cfg.model_dump(mode="json", exclude={"data_path", "eval_path", "output_dir"})
-    queue = settings.default_queue if cfg.device == "auto" else cfg.device
-    return config, queue
-
-
-def _make(values: dict[str, Any], source: dict[str, str]) -> TrainConfig:
+    values, source, notes = config_values(hp, training.lines)
+    values |= {"model": model, "task": "jsonl", "grader": grader, "seed": seed}
     try:
-        return make_config(**values)
+        cfg = make_config(**values)
     except ConfigError as err:
         field = source.get(err.field or "", err.field)
         if field is None:
             raise InvalidRequest(f"hyperparameters: {err.reason}", HP, "invalid_hyperparameter") from None
         raise _fail(err.reason, field) from None
+    queue = settings.default_queue if cfg.device == "auto" else cfg.device
+    return JobConfig(cfg.model_dump(mode="json"), queue, notes)
+
+
+def _check_limits(hp: dict[str, Any]) -> None:
+    for field, limit in SERVICE_LIMITS.items():
+        value = hp.get(field)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
+            raise _fail(f"{value} is above this service's limit of {limit}", field)
 
 
 def _check_grader(
@@ -111,8 +248,9 @@ def _check_grader(
     if kind not in GRADERS:
         raise InvalidRequest(
             f"Grader type {kind!r} is not supported; supported: {', '.join(GRADERS.names())}",
-            "method.reinforcement.grader.type", "unsupported_grader",
-        )  # fmt: skip
+            "method.reinforcement.grader.type",
+            "unsupported_grader",
+        )
     built = build_grader(grader)
     needed = built.required_fields()
     for param, file in (("training_file", training), ("validation_file", validation)):

@@ -25,16 +25,19 @@ def create_job(s: Session, rt: Runtime, project_id: str, req: JobCreate) -> Job:
     validation = get_file(s, project_id, req.validation_file, "validation_file") if req.validation_file else None
     seed = req.seed if req.seed is not None else int(time.time()) % 2**31
     r = req.method.reinforcement
-    config, queue = build_job_config(
+    built = build_job_config(
         model=req.model, grader=r.grader, hyperparameters=r.hyperparameters, seed=seed,
         training=training, validation=validation, settings=rt.settings, artifacts=rt.artifacts,
     )  # fmt: skip
     check_for_job(r.grader, next(read_records(rt.artifacts, training)))
     job = Job(project_id=project_id, model=req.model, training_file=training.id,
               validation_file=validation.id if validation else None, seed=seed, suffix=req.suffix,
-              meta=req.metadata, method=r.model_dump(), config=config, queue=queue, status="queued")  # fmt: skip
+              meta=req.metadata, method=r.model_dump(), config=built.config, queue=built.queue,
+              status="queued")  # fmt: skip
     Jobs(s).add(job)
-    Events(s).add(job.id, f"Created fine-tuning job {job.id} on queue {queue}")
+    Events(s).add(job.id, f"Created fine-tuning job {job.id} on queue {built.queue}")
+    for note in built.notes:  # what each OpenAI hyperparameter the request set does here
+        Events(s).add(job.id, f"Hyperparameter {note}")
     s.commit()  # the worker reads this row: commit before the message can arrive
     _enqueue(s, rt, job)
     return job

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rapid_core.registry import Registry
+
+if TYPE_CHECKING:
+    from rapid_core.config import TrainConfig
+    from rapid_core.models import Policy
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,12 @@ class Rollouts:
 
 
 class Engine(ABC):
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: TrainConfig, policy: Policy) -> Engine:
+        """Build the engine for a run: each engine reads the config options it needs. The trainer
+        and ``rapid eval`` both build engines this way (through ``make_engine``)."""
+
     @abstractmethod
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> Rollouts:
         """Sample ``n`` completions for each tokenized prompt."""

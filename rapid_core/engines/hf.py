@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from transformers import DynamicCache
 
+from rapid_core.config import TrainConfig
 from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
 from rapid_core.engines.sampling_model import SamplingModel
 from rapid_core.engines.static_decode import StaticDecoder, sample_categorical, unsupported_reason
@@ -101,6 +102,10 @@ class HFEngine(Engine):
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
         self.eos_ids = torch.tensor(sorted(i for i in eos_ids if i is not None), device=policy.device)
         self.pad_id = tok.pad_token_id
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, policy: Policy) -> HFEngine:
+        return cls(policy, micro_batch=cfg.gen_micro_batch, decode=cfg.decode)
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling) -> Rollouts:
         rows = [p for p in prompts for _ in range(n)]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from rapid_core.config import TrainConfig
 from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
 from rapid_core.errors import ConfigError
 from rapid_core.models import Policy, save_adapter
@@ -99,6 +100,12 @@ class VLLMEngine(Engine):
         self._lora = None
         self._lora_version: tuple[int, ...] | None = None
         self._handed_over = 0
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, policy: Policy) -> VLLMEngine:
+        from rapid_core.models import dense_dir, resolve_model
+
+        return cls(policy, model_dir=dense_dir(resolve_model(cfg.model)), lora_rank=cfg.lora_r, seed=cfg.seed)
 
     def sync_policy(self, round_index: int) -> None:
         # Only writes the adapter; vLLM loads it in the next generate, after waking up.

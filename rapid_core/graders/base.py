@@ -110,9 +110,8 @@ def register_grader(name: str):
 
 
 def build_grader(spec: dict[str, Any] | None) -> Grader:
-    """Build a grader from its JSON spec; raises GraderError naming the bad field."""
-    import rapid_core.graders  # noqa: F401  (registers the built-in grader types)
-
+    """Build a grader from its JSON spec; raises GraderError naming the bad field. The built-in
+    types are registered: importing this module runs ``rapid_core/graders/__init__.py`` first."""
     if not isinstance(spec, dict):
         raise GraderError("grader must be a JSON object with a 'type' field")
     kind = spec.get("type")

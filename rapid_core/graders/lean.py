@@ -9,7 +9,6 @@ toolchain outside /usr (``~/.elan``, say) must be listed in RAPID_SANDBOX_BIND t
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from rapid_core.errors import GraderError
 from rapid_core.graders.base import Grade, Grader, register_grader
 from rapid_core.graders.harness import make_job, read_verdict
 from rapid_core.sandbox import Limits, SandboxPool, default_pool
+from rapid_core.settings import core_settings
 
 _LEAN_FENCE = re.compile(r"```[ \t]*lean4?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _CHEATS = re.compile(r"\b(sorry|admit|axiom|native_decide)\b")
@@ -54,7 +54,7 @@ class LeanGrader(Grader):
             raise GraderError(
                 "the lean grader needs a Lean 4 toolchain with Mathlib: 'lake' is not on PATH here"
             )
-        project = spec.get("project") or os.environ.get("RAPID_LEAN_PROJECT")
+        project = spec.get("project") or core_settings().lean_project
         if project is not None and (not isinstance(project, str) or "\0" in project):
             raise GraderError("grader.project must be the path of a Lake project", "project")
         if not project or not (Path(project) / ".lake" / "packages" / "mathlib").is_dir():

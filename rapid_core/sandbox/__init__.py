@@ -5,9 +5,9 @@ owners (``owned_by``) in turn.
 Nothing here ever executes untrusted code in the calling process.
 """
 
-from rapid_core.sandbox.backend import SandboxInfo, sandbox_info
+from rapid_core.sandbox.backend import SandboxInfo
 from rapid_core.sandbox.pool import SandboxPool, default_pool, owned_by
-from rapid_core.sandbox.runner import Limits, SandboxJob, SandboxResult, run, run_python
+from rapid_core.sandbox.runner import Limits, SandboxJob, SandboxResult, run, run_python, sandbox_info
 
 __all__ = [
     "Limits",

@@ -32,12 +32,13 @@ import functools
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from rapid_core.settings import core_settings
 
 SANDBOX_TMP = "/tmp"  # where the program sees its writable directory
 PROGRAM_DIR = "/tmp/prog"  # where the program's files are mounted, read-only
@@ -61,12 +62,12 @@ class SandboxInfo:
 
 def python_executable() -> str:
     """The interpreter sandboxed programs run on (RAPID_SANDBOX_PYTHON overrides the caller's)."""
-    return os.environ.get("RAPID_SANDBOX_PYTHON") or sys.executable
+    return core_settings().sandbox_python or sys.executable
 
 
 def extra_binds() -> list[str]:
     """RAPID_SANDBOX_BIND: ':'-separated host paths every run may read (a Lean toolchain, say)."""
-    return [p for p in os.environ.get("RAPID_SANDBOX_BIND", "").split(":") if p]
+    return [p for p in core_settings().sandbox_bind.split(":") if p]
 
 
 @functools.cache
@@ -181,36 +182,3 @@ def _owned(p: Path) -> bool:
 
 
 BUILDERS = {"bwrap": bwrap_command, "unshare": unshare_command}
-
-
-@functools.cache
-def sandbox_info() -> SandboxInfo:
-    """Pick the backend that actually starts a program here (checked once per process): bwrap, or
-    unshare only when RAPID_SANDBOX_BACKEND forces it (see the module docstring)."""
-    from rapid_core.sandbox.runner import Limits, run_with_backend
-
-    python = python_executable()
-    forced = os.environ.get("RAPID_SANDBOX_BACKEND")
-    if forced and forced not in BUILDERS:
-        return SandboxInfo(None, f"RAPID_SANDBOX_BACKEND={forced!r} is not one of {sorted(BUILDERS)}", python)
-    name = forced or "bwrap"
-    if shutil.which(name) is None:
-        reason = f"{name} is not installed (Debian package {'bubblewrap' if name == 'bwrap' else 'util-linux'})"
-        return SandboxInfo(None, reason + _no_fallback(forced), python)
-    try:
-        result = run_with_backend(name, "print('ok')", Limits(timeout_s=20))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        return SandboxInfo(None, f"{name} failed to start: {err}{_no_fallback(forced)}", python)
-    if result.status != "ok" or result.stdout.strip() != "ok":
-        why = (result.stderr or result.detail).strip()[:300]
-        return SandboxInfo(None, f"{name} failed its self-test: {why}{_no_fallback(forced)}", python)
-    if name == "unshare":
-        return SandboxInfo(name, f"forced by RAPID_SANDBOX_BACKEND; {UNSHARE_WARNING}", python)
-    return SandboxInfo(name, "forced by RAPID_SANDBOX_BACKEND" if forced else "preferred backend", python)
-
-
-def _no_fallback(forced: str | None) -> str:
-    if forced:
-        return ""
-    return ("; not falling back to unshare, which has " + UNSHARE_WARNING
-            + " (RAPID_SANDBOX_BACKEND=unshare accepts that)")  # fmt: skip

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from rapid_core.sandbox.runner import SandboxJob, SandboxResult, run
+from rapid_core.settings import core_settings
 
 _owner: ContextVar[str | None] = ContextVar("sandbox_owner", default=None)
 _Entry = tuple[SandboxJob, Future]
@@ -105,13 +106,13 @@ def default_workers() -> int:
     # Twice the cores: a run spends much of its time starting up (namespaces, interpreter), which
     # overlaps well; bench/graders_throughput.py measured 33 programs/s at 4 workers on 2 cores
     # against 20 at 2.
-    return int(os.environ.get("RAPID_SANDBOX_WORKERS") or 2 * (os.cpu_count() or 1))
+    return core_settings().sandbox_workers or 2 * (os.cpu_count() or 1)
 
 
 def default_per_owner(max_workers: int) -> int:
     # Half the pool: one owner alone still gets parallel runs, and a second one always finds a
     # free worker within one run's time.
-    return int(os.environ.get("RAPID_SANDBOX_PER_OWNER") or max(1, max_workers // 2))
+    return core_settings().sandbox_per_owner or max(1, max_workers // 2)
 
 
 _default: SandboxPool | None = None

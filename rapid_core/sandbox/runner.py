@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from rapid_core.sandbox import backend
+from rapid_core.settings import core_settings
 
 RunStatus = Literal["ok", "error", "timeout", "sandbox_failure"]
 _LAUNCHERS = ("bwrap:", "setpriv:", "prlimit:", "unshare:", "env:")
@@ -65,7 +67,7 @@ def run_python(source: str, *, stdin: str = "", files: dict[str, str] | None = N
 
 
 def run(job: SandboxJob) -> SandboxResult:
-    info = backend.sandbox_info()
+    info = sandbox_info()
     if info.backend is None:
         return SandboxResult("sandbox_failure", None, "", "", 0.0, f"no sandbox available: {info.reason}")
     return run_with_backend(info.backend, job.source, job.limits, job.stdin, job.files, job.binds)
@@ -175,3 +177,35 @@ def _classify(code: int, timed_out: bool, stderr: str, limits: Limits) -> tuple[
         return "sandbox_failure", first[:300]
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return "error", (lines[-1] if lines else f"exit status {code}")[:300]
+
+
+@functools.cache
+def sandbox_info() -> backend.SandboxInfo:
+    """Pick the backend that actually starts a program here (checked once per process): bwrap, or
+    unshare only when RAPID_SANDBOX_BACKEND forces it (see backend.py's docstring)."""
+    python = backend.python_executable()
+    forced = core_settings().sandbox_backend
+    if forced and forced not in backend.BUILDERS:
+        why = f"RAPID_SANDBOX_BACKEND={forced!r} is not one of {sorted(backend.BUILDERS)}"
+        return backend.SandboxInfo(None, why, python)
+    name = forced or "bwrap"
+    if shutil.which(name) is None:
+        reason = f"{name} is not installed (Debian package {'bubblewrap' if name == 'bwrap' else 'util-linux'})"
+        return backend.SandboxInfo(None, reason + _no_fallback(forced), python)
+    try:
+        result = run_with_backend(name, "print('ok')", Limits(timeout_s=20))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        return backend.SandboxInfo(None, f"{name} failed to start: {err}{_no_fallback(forced)}", python)
+    if result.status != "ok" or result.stdout.strip() != "ok":
+        why = (result.stderr or result.detail).strip()[:300]
+        return backend.SandboxInfo(None, f"{name} failed its self-test: {why}{_no_fallback(forced)}", python)
+    if name == "unshare":
+        return backend.SandboxInfo(name, f"forced by RAPID_SANDBOX_BACKEND; {backend.UNSHARE_WARNING}", python)
+    return backend.SandboxInfo(name, "forced by RAPID_SANDBOX_BACKEND" if forced else "preferred backend", python)
+
+
+def _no_fallback(forced: str | None) -> str:
+    if forced:
+        return ""
+    return ("; not falling back to unshare, which has " + backend.UNSHARE_WARNING
+            + " (RAPID_SANDBOX_BACKEND=unshare accepts that)")  # fmt: skip

@@ -243,7 +243,7 @@ BAD_JOBS = [
     ("unknown hyperparameter", dict(warp_speed=9), 400, "warp_speed", "method.reinforcement.hyperparameters.warp_speed"),
     ("reserved hyperparameter", dict(output_dir="/etc"), 400, "output_dir", "method.reinforcement.hyperparameters.output_dir"),
     ("inconsistent shapes", dict(prompts_per_round=3, group_size=2, mini_batch_size=4), 400, "multiple",
-     "method.reinforcement.hyperparameters"),
+     "method.reinforcement.hyperparameters.mini_batch_size"),
 ]  # fmt: skip
 
 

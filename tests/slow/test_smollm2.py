@@ -2,13 +2,9 @@
 
 import json
 
-import pytest
-
-from rapid_core.config import make_config
+from rapid_core.config import RunPaths, make_config
 from rapid_core.models import load_policy
 from rapid_core.trainer import train
-
-pytestmark = pytest.mark.slow
 
 
 def test_smollm2_loads_from_the_package_with_its_chat_template():
@@ -21,8 +17,8 @@ def test_smollm2_loads_from_the_package_with_its_chat_template():
 
 def test_one_rapid_round_on_smollm2_end_to_end(tmp_path):
     cfg = make_config(rounds=1, prompts_per_round=4, group_size=4, mini_batch_size=8, max_new_tokens=12,
-                      eval_problems=8, eval_k=2, output_dir=str(tmp_path))
-    summary = train(cfg)
+                      eval_problems=8, eval_k=2)
+    summary = train(cfg, RunPaths(output_dir=tmp_path))
     assert summary["steps"] == 2 and summary["samples"] == 16
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in lines if x["kind"] == "step"]
@@ -30,3 +26,20 @@ def test_one_rapid_round_on_smollm2_end_to_end(tmp_path):
     assert abs(steps[0]["w_mean"] - 1) < 0.05  # bf16 numerics between sampling and training passes
     assert 0 <= summary["eval_after"]["pass@1"] <= 1
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_bf16_sampler_and_training_pass_agree_at_staleness_zero(tmp_path):
+    """Every other staleness-0 check runs in fp32. In bf16 the sampler (a merged bf16 copy, decoding
+    with a KV cache) and the training forward round differently; the importance weights correct it,
+    but it must stay small. Measured on this CPU (avx512_bf16): approx KL 2.6e-3, w in [0.69, 1.64],
+    mean 1.001, over 1135 tokens of 64 completions. The bounds leave room for other hardware
+    (about 4x on KL), not for the mismatch to grow unnoticed."""
+    cfg = make_config(dtype="bf16", rounds=1, prompts_per_round=8, group_size=8, mini_batch_size=64,
+                      max_new_tokens=24, eval_problems=0, temperature=1.0)
+    train(cfg, RunPaths(output_dir=tmp_path))
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    (step,) = [x for x in lines if x["kind"] == "step"]
+    assert step["staleness"] == 0 and step["tokens"] > 64 * 4
+    assert step["approx_kl"] < 0.01
+    assert step["clip_frac"] == 0.0 and step["w_max"] < 2.0  # c = 2: no token truncated
+    assert abs(step["w_mean"] - 1) < 0.02 and step["w_min"] > 0.5

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rapid_core.config import make_config
+from rapid_core.config import RunPaths, make_config
 from rapid_core.errors import ConfigError
 from tests.conftest import REPO
 
@@ -20,6 +20,10 @@ from tests.conftest import REPO
         ({"bogus": 1}, "bogus"),
         ({"is_level": "word"}, "is_level"),
         ({"norm": "max"}, "norm"),
+        ({"eval_interval": 0}, "eval_interval"),
+        ({"lora_dropout": 0.1}, "lora_dropout"),
+        ({"kl_beta": 0.1, "finetune": "full"}, "kl_beta"),
+        ({"output_dir": "runs/x"}, "output_dir"),  # a path, not part of the training config
     ],
 )
 def test_bad_values_name_the_field(values, field):
@@ -33,8 +37,8 @@ def test_shape_rules():
         make_config(prompts_per_round=3, group_size=4, mini_batch_size=8)
     with pytest.raises(ConfigError, match="multiple of group_size"):
         make_config(algorithm="grpo", group_size=8, mini_batch_size=12)
-    with pytest.raises(ConfigError, match="needs data_path"):
-        make_config(task="jsonl")
+    with pytest.raises(ConfigError, match="same policy that sampled"):
+        make_config(lora_dropout=0.05)
 
 
 def test_batch_terms():
@@ -51,7 +55,8 @@ def rapid(*args, **kw):
 
 def test_train_help_documents_every_option_with_its_default():
     out = rapid("train", "--help").stdout
-    for flag in ("--learning-rate", "--is-clip", "--mini-batch-size", "--prompts-per-round", "--time-budget-s"):
+    for flag in ("--learning-rate", "--is-clip", "--mini-batch-size", "--prompts-per-round", "--time-budget-s",
+                 "--output-dir", "--data-path", "--eval-path", "--eval-interval"):
         assert flag in out
     assert "(default: 2.0)" in out  # is_clip
 
@@ -63,6 +68,7 @@ def test_train_help_documents_every_option_with_its_default():
         (["--algorithm", "nope"], "algorithm"),
         (["--group-size", "two"], "group_size"),
         (["--model", "no-such-model"], "unknown model"),
+        (["--task", "jsonl", "--grader", '{"type": "exact", "reference": "x"}'], "data_path"),
     ],
 )
 def test_bad_flags_exit_nonzero_with_a_message_naming_the_problem(args, message, tmp_path):
@@ -75,10 +81,12 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     from rapid_core.cli import build_parser, config_from_args
 
     path = tmp_path / "job.json"
-    path.write_text(json.dumps({"learning_rate": 0.001, "group_size": 4, "task_options": {"max_value": 9}}))
-    args = build_parser().parse_args(["train", "--config", str(path), "--group-size", "8"])
-    cfg = config_from_args(args)
+    path.write_text(json.dumps({"learning_rate": 0.001, "group_size": 4, "task_options": {"max_value": 9},
+                                "output_dir": "runs/a", "data_path": "train.jsonl"}))
+    args = build_parser().parse_args(["train", "--config", str(path), "--group-size", "8", "--output-dir", "runs/b"])
+    cfg, paths = config_from_args(args)
     assert cfg.learning_rate == 0.001 and cfg.group_size == 8 and cfg.task_options == {"max_value": 9}
+    assert paths == RunPaths(output_dir="runs/b", data_path="train.jsonl")
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: [")
     with pytest.raises(ConfigError, match="cannot parse"):
@@ -89,7 +97,7 @@ def test_rapid_eval_scores_a_model_with_and_without_an_adapter(tmp_path, tiny_mo
     from rapid_core.trainer import train
 
     train(make_config(model=tiny_model, rounds=1, prompts_per_round=2, group_size=2, mini_batch_size=4,
-                      max_new_tokens=4, eval_problems=0, output_dir=str(tmp_path / "run")))
+                      max_new_tokens=4, eval_problems=0), RunPaths(output_dir=tmp_path / "run"))
     common = ["--model", tiny_model, "--eval-problems", "3", "--eval-k", "2", "--max-new-tokens", "4"]
     for extra in ([], ["--adapter", str(tmp_path / "run" / "adapter")]):
         result = rapid("eval", *common, *extra)
@@ -98,3 +106,12 @@ def test_rapid_eval_scores_a_model_with_and_without_an_adapter(tmp_path, tiny_mo
         assert report["problems"] == 3 and 0 <= report["pass@1"] <= 1 and "pass@2" in report
     missing = rapid("eval", *common, "--adapter", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "adapter_config.json" in missing.stderr
+
+
+def test_an_unknown_rapid_variable_stops_the_command_naming_the_nearest_known_one(tmp_path):
+    import os
+
+    env = {**os.environ, "RAPID_DATASET_DIR": str(tmp_path)}  # RAPID_DATASETS_DIR, misspelt
+    result = rapid("train", "--help", env=env)
+    assert result.returncode == 2
+    assert "RAPID_DATASET_DIR" in result.stderr and "did you mean RAPID_DATASETS_DIR?" in result.stderr

@@ -19,8 +19,9 @@ def test_sampler_matches_the_categorical_distribution():
 
 
 def test_behaviour_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperature(tiny_model):
-    policy = load_policy(make_config(model=tiny_model, dtype="fp32"))
-    engine = make_engine("hf", policy, micro_batch=3)  # 2 prompts x 3 samples: two micro-batches
+    cfg = make_config(model=tiny_model, dtype="fp32", gen_micro_batch=3)  # 2 prompts x 3 samples: 2 batches
+    policy = load_policy(cfg)
+    engine = make_engine(cfg, policy)
     prompts = [prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}]) for t in ("Hi", "What is 2+2?")]
     torch.manual_seed(0)
     out = engine.generate(prompts, 3, Sampling(temperature=0.7, max_new_tokens=8))
@@ -36,10 +37,11 @@ def test_behaviour_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperatu
 
 
 def test_greedy_decoding_is_deterministic_and_batch_independent(tiny_model):
-    policy = load_policy(make_config(model=tiny_model, dtype="fp32"))
+    cfg = make_config(model=tiny_model, dtype="fp32", gen_micro_batch=8)
+    policy = load_policy(cfg)
     prompts = [prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}])
                for t in ("a", "a much longer prompt than the first one")]
     g = Sampling(max_new_tokens=6, greedy=True)
-    together = make_engine("hf", policy, micro_batch=8).generate(prompts, 1, g)
-    alone = make_engine("hf", policy, micro_batch=8).generate(prompts[:1], 1, g)
+    together = make_engine(cfg, policy).generate(prompts, 1, g)
+    alone = make_engine(cfg, policy).generate(prompts[:1], 1, g)
     assert together.completion_ids[0] == alone.completion_ids[0]  # left padding does not leak

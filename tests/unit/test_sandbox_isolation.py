@@ -15,6 +15,7 @@ import pytest
 from rapid_core.graders import build_grader
 from rapid_core.graders.harness import make_job, read_verdict
 from rapid_core.sandbox import Limits, SandboxJob, backend, default_pool, run, sandbox_info
+from rapid_core.settings import core_settings
 from tests.conftest import REPO
 from tests.isolation_probe import PROBE, data_dir
 
@@ -82,6 +83,7 @@ def test_unshare_is_never_chosen_on_its_own_and_says_what_it_lacks(monkeypatch, 
         assert info.backend is None and "not falling back to unshare" in info.reason
         assert run(SandboxJob("print('ran')")).status == "sandbox_failure"
         monkeypatch.setenv("RAPID_SANDBOX_BACKEND", "unshare")
+        core_settings.cache_clear()  # settings are read once per process
         sandbox_info.cache_clear()
         info = sandbox_info()
         # Forced, it runs where it can (as root, with an interpreter a fresh uid may execute), and
@@ -89,6 +91,7 @@ def test_unshare_is_never_chosen_on_its_own_and_says_what_it_lacks(monkeypatch, 
         assert "no file-system isolation" in info.reason if info.backend else "unshare failed" in info.reason
     finally:
         monkeypatch.undo()
+        core_settings.cache_clear()
         sandbox_info.cache_clear()
     assert sandbox_info().backend == "bwrap"
 
@@ -116,12 +119,14 @@ def test_lean_grader_reaches_its_toolchain_and_project(monkeypatch):
             p.chmod(0o755)
         monkeypatch.setenv("PATH", f"{toolchain / 'bin'}:{os.environ['PATH']}")
         monkeypatch.setenv("RAPID_SANDBOX_BIND", str(toolchain))
+        core_settings.cache_clear()  # settings are read once per process
         grader = build_grader({"type": "lean", "project": str(project), "timeout": 30})
         item = {"formal_statement": "theorem t : 1 = 1 :=", "header": "import Mathlib\n"}
         good, bad = grader.grade_batch([item, item], ["```lean\ntheorem t : 1 = 1 := by rfl\n```", "by simp"])
         assert (good.score, good.status) == (1.0, "ok"), good
         assert (bad.score, bad.status) == (0.0, "wrong") and "unsolved goals" in bad.detail, bad
         monkeypatch.delenv("RAPID_SANDBOX_BIND")  # without it the toolchain is not in the sandbox
+        core_settings.cache_clear()
         [hidden] = grader.grade_batch([item], ["```lean\ntheorem t : 1 = 1 := by rfl\n```"])
         assert hidden.score == 0.0 and "No such file" in hidden.detail, hidden
     finally:

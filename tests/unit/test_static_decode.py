@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rapid_core.config import make_config
-from rapid_core.engines import Sampling, make_engine
+from rapid_core.engines import HFEngine, Sampling
 from rapid_core.engines.static_decode import StaticDecoder, bucket
 from rapid_core.errors import ConfigError
 from rapid_core.models import load_policy, prompt_token_ids
@@ -23,7 +23,7 @@ def prompts_of(policy):
 
 
 def run(policy, decode, sampling, n=5, micro_batch=16, eos_every=None, seed=0):
-    engine = make_engine("hf", policy, micro_batch=micro_batch, decode=decode)
+    engine = HFEngine(policy, micro_batch=micro_batch, decode=decode)
     if eos_every:  # many "end" tokens, so rows stop at scattered steps and buckets shrink
         engine.eos_ids = torch.arange(0, len(policy.tokenizer), eos_every)
     torch.manual_seed(seed)
@@ -60,7 +60,7 @@ def test_static_loop_is_exact_across_micro_batches_and_greedy(policy):
 
 
 def test_static_buffers_are_reused_between_calls_and_rounds(policy):
-    engine = make_engine("hf", policy, micro_batch=32, decode="static")
+    engine = HFEngine(policy, micro_batch=32, decode="static")
     sampling = Sampling(temperature=1.0, max_new_tokens=8)
     engine.generate(prompts_of(policy), 4, sampling)
     buffers = engine._static.buf
@@ -73,6 +73,6 @@ def test_bucket_is_the_next_power_of_two():
 
 
 def test_cuda_graph_decode_needs_a_gpu(policy):
-    engine = make_engine("hf", policy, micro_batch=8, decode="cuda_graph")
+    engine = HFEngine(policy, micro_batch=8, decode="cuda_graph")
     with pytest.raises(ConfigError, match="CUDA"):
         engine.generate(prompts_of(policy)[:1], 1, Sampling(max_new_tokens=2))

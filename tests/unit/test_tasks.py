@@ -2,11 +2,16 @@
 
 import pytest
 
-from rapid_core.config import make_config
+from rapid_core.config import RunPaths, make_config
 from rapid_core.errors import ConfigError, DatasetError
 from rapid_core.graders import build_grader
 from rapid_core.tasks import load_task, read_jsonl
 from tests.conftest import DATASETS
+
+
+def load(**values):
+    """A task from config values, with no paths (the shared dataset copies)."""
+    return load_task(make_config(**values), RunPaths())
 
 
 def problems(records):
@@ -15,15 +20,15 @@ def problems(records):
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_arithmetic_train_and_held_out_never_overlap(seed):
-    task = load_task(make_config(seed=seed))
+    task = load(seed=seed)
     assert task.eval and task.train
     assert not problems(task.train) & problems(task.eval)
-    big = load_task(make_config(seed=seed, task_options={"max_value": None, "digits": 3, "operators": "+-*"}))
+    big = load(seed=seed, task_options={"max_value": None, "digits": 3, "operators": "+-*"})
     assert len(big.train) == 5000 and not problems(big.train) & problems(big.eval)
 
 
 def test_arithmetic_is_seeded_and_answers_are_right():
-    a, b = load_task(make_config(seed=3)), load_task(make_config(seed=3))
+    a, b = load(seed=3), load(seed=3)
     assert a.train == b.train and a.eval == b.eval
     grader = build_grader(a.grader)
     for rec in a.train[:50]:
@@ -34,13 +39,13 @@ def test_arithmetic_is_seeded_and_answers_are_right():
 
 def test_arithmetic_rejects_bad_options():
     with pytest.raises(ConfigError, match="operators"):
-        load_task(make_config(task_options={"operators": "/"}))
+        load(task_options={"operators": "/"})
     with pytest.raises(ConfigError, match="unknown arithmetic option"):
-        load_task(make_config(task_options={"base": 2}))
+        load(task_options={"base": 2})
 
 
 def test_gsm8k_task_reads_the_real_files():
-    task = load_task(make_config(task="gsm8k", data_path=str(DATASETS / "gsm8k" / "train.jsonl")))
+    task = load_task(make_config(task="gsm8k"), RunPaths(data_path=str(DATASETS / "gsm8k" / "train.jsonl")))
     assert len(task.train) == 7473 and len(task.eval) == 1319
     rec = task.eval[0]
     assert rec["answer"] == "18" and rec["messages"][-1]["role"] == "user"
@@ -48,7 +53,7 @@ def test_gsm8k_task_reads_the_real_files():
 
 
 def test_single_split_dataset_holds_out_a_tenth_and_the_system_prompt_can_be_replaced():
-    task = load_task(make_config(task="math500", system_prompt="Be brief."))
+    task = load(task="math500", system_prompt="Be brief.")
     assert len(task.train) + len(task.eval) == 500 and len(task.eval) == 50
     assert not problems(task.train) & problems(task.eval)
     rec = task.train[0]
@@ -57,11 +62,17 @@ def test_single_split_dataset_holds_out_a_tenth_and_the_system_prompt_can_be_rep
 
 
 def test_mbpp_task_uses_the_standard_splits_and_the_code_tests_grader():
-    task = load_task(make_config(task="mbpp"))
+    task = load(task="mbpp")
     assert len(task.train) == 374 and len(task.eval) == 500  # task_id 601-974 and 11-510
     assert task.grader["type"] == "code_tests"
     with pytest.raises(ConfigError, match="unknown task 'nope'; known: .*mbpp"):
-        load_task(make_config(task="nope"))
+        load(task="nope")
+
+
+def test_jsonl_task_needs_a_records_file():
+    with pytest.raises(ConfigError, match="needs data_path") as err:
+        load(task="jsonl", grader={"type": "exact", "reference": "{{item.answer}}"})
+    assert err.value.field == "data_path"
 
 
 def test_bad_jsonl_names_the_line(tmp_path):

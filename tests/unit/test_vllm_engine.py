@@ -26,7 +26,7 @@ from typing import TypedDict
 import pytest
 import torch
 
-from rapid_core.config import make_config
+from rapid_core.config import RunPaths, make_config
 from rapid_core.engines import Sampling, make_engine
 from rapid_core.errors import ConfigError
 from rapid_core.evaluation import evaluate
@@ -238,11 +238,10 @@ def standin_vllm(monkeypatch):
 # --- the tests ------------------------------------------------------------------------------------
 
 
-def vllm_engine(tiny_model: str, **cfg):
-    policy = load_policy(make_config(model=tiny_model, dtype="fp32", **cfg))
-    return policy, make_engine(
-        "vllm", policy, model_dir=ensure_tiny_model(), lora_rank=policy.model.peft_config["default"].r, seed=7
-    )
+def vllm_engine(tiny_model: str, **options):
+    cfg = make_config(model=tiny_model, dtype="fp32", engine="vllm", seed=7, **options)
+    policy = load_policy(cfg)
+    return policy, make_engine(cfg, policy)  # the trainer's path (Engine.from_config)
 
 
 def ask(policy, *texts: str) -> list[list[int]]:
@@ -334,7 +333,7 @@ def test_each_weight_change_gets_a_new_adapter_and_vllm_sleeps_outside_generate(
 
     policy, engine = vllm_engine(tiny_model)
     task_cfg = make_config(model=tiny_model, eval_problems=2)
-    records = load_task(task_cfg).eval[:2]
+    records = load_task(task_cfg, RunPaths()).eval[:2]
     grader = build_grader({"type": "numeric", "reference": "{{item.answer}}"})
     prompts = [prompt_token_ids(policy.tokenizer, r["messages"]) for r in records]
     lora_b = next(p for n, p in policy.model.named_parameters() if "lora_B" in n)
@@ -399,7 +398,6 @@ def test_trainer_runs_rounds_through_vllm_and_evaluates_the_final_weights(standi
         eval_k=2,
         learning_rate=1e-2,
         seed=3,
-        output_dir=str(tmp_path),
         grader={
             "type": "text_similarity",
             "evaluation_metric": "fuzzy_match",
@@ -407,7 +405,7 @@ def test_trainer_runs_rounds_through_vllm_and_evaluates_the_final_weights(standi
             "reference": "the answer is {{item.answer}}",
         },
     )
-    summary = train(cfg)
+    summary = train(cfg, RunPaths(output_dir=tmp_path))
     assert summary["rounds"] == 2 and summary["steps"] == 4
     (llm,) = LLM.instances
     assert llm.calls[0].args["seed"] == 3 and llm.calls[0].args["max_lora_rank"] == 16
@@ -437,6 +435,7 @@ def test_vllm_engine_refuses_a_lora_rank_it_cannot_serve():
 
 def test_vllm_engine_without_vllm_installed_says_which_extra_to_install(tiny_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
-    policy = load_policy(make_config(model=tiny_model, dtype="fp32"))
+    cfg = make_config(model=tiny_model, dtype="fp32", engine="vllm")
+    policy = load_policy(cfg)
     with pytest.raises(ConfigError, match=r"rapid-rl\[vllm\]"):
-        make_engine("vllm", policy, model_dir=ensure_tiny_model(), lora_rank=16)
+        make_engine(cfg, policy)

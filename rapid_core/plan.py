@@ -1,0 +1,40 @@
+"""Which prompts a round draws and how its samples split into mini-batches (RAPID.md steps 2 and 5):
+pure functions of the data position, the seed and the round, so a checkpoint only stores integers."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from rapid_core.config import TrainConfig
+
+
+def prompt_indices(n_records: int, position: int, count: int, seed: int) -> list[int]:
+    """Prompts ``position .. position + count`` of an endless stream of seeded epoch permutations."""
+    out = []
+    for pos in range(position, position + count):
+        epoch, offset = divmod(pos, n_records)
+        perm = list(range(n_records))
+        random.Random(f"{seed}-epoch-{epoch}").shuffle(perm)
+        out.append(perm[offset])
+    return out
+
+
+def plan_minibatches(cfg: TrainConfig, zero_std: torch.Tensor, round_index: int) -> list[list[int]]:
+    """Shuffle a round's samples (laid out group by group) into mini-batches of ``mini_batch_size``:
+    U = B / m of them, step u of the round trains on the u-th. Groups whose rewards are all equal
+    are left out with ``drop_zero_std``; ``minibatch_grouping=groups`` shuffles whole prompt groups."""
+    g, n = cfg.group_size, len(zero_std) * cfg.group_size
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + round_index)
+    keep = torch.arange(n)
+    if cfg.drop_zero_std:
+        keep = keep[~zero_std.repeat_interleave(g)]
+    if cfg.minibatch_grouping == "groups":
+        kept = set(keep.tolist())
+        groups = torch.randperm(n // g, generator=gen).tolist()
+        order = [q * g + j for q in groups for j in range(g) if q * g + j in kept]
+    else:
+        order = keep[torch.randperm(len(keep), generator=gen)].tolist()
+    m = cfg.mini_batch_size
+    return [order[s : s + m] for s in range(0, len(order), m)]
