@@ -7,6 +7,7 @@ import time
 from fastapi import FastAPI, Request
 from prometheus_client import Counter, Histogram
 
+from api import dashboard
 from api.deps import Runtime
 from api.errors import install_error_handlers
 from api.routes import files, graders, jobs, ops
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (files.router, jobs.router, graders.router, ops.router):
         app.include_router(router)
+    dashboard.mount(app)
 
     @app.middleware("http")
     async def _observe(request: Request, call_next):

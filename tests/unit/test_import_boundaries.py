@@ -1,5 +1,5 @@
 """Imports flow one way: api -> store, worker -> store + rapid_core; rapid_core imports no web/queue/db
-code; the API process never loads torch."""
+code; the API process and the client never load torch."""
 
 import ast
 import subprocess
@@ -15,6 +15,8 @@ FORBIDDEN = {
     "store": {"api", "worker", "torch", "fastapi"},
     "api": {"worker", "torch"},
     "worker": {"api", "fastapi"},
+    # the client talks HTTP only: a user's machine needs neither torch nor the server's packages
+    "rapid_client": {"api", "worker", "store", "rapid_core", "torch", "fastapi", "sqlalchemy", "celery"},
 }
 
 
@@ -38,6 +40,11 @@ def test_package_imports_only_what_its_layer_may(package):
             if name in FORBIDDEN[package]:
                 bad.append(f"{path.relative_to(REPO)} imports {name}")
     assert not bad, bad
+
+
+def test_client_does_not_load_torch():
+    code = "import sys, rapid_client.cli; assert 'torch' not in sys.modules, 'torch loaded'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
 def test_api_process_does_not_load_torch():
