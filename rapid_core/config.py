@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rapid_core.errors import ConfigError
 
 Algorithm = Literal["rapid", "grpo", "pg"]
+REPORT_TO = ("none", "all", "tensorboard", "wandb")  # rapid_core/report_to.py registers the last two
 
 
 class TrainConfig(BaseModel):
@@ -109,8 +110,20 @@ class TrainConfig(BaseModel):
     eval_k: int = Field(4, ge=1, description="k of the sampled pass@k")
     eval_before: bool = Field(True, description="Evaluate the base model before training")
 
+    report_to: list[str] | str = Field(
+        "none", description="Also log metrics to tensorboard (<output_dir>/tensorboard) and/or wandb, as TRL "
+        "names them: one name, a list, all or none (rapid_core/report_to.py)",
+    )
     seed: int = Field(0, description="Seed of data order, sampling and initialisation")
     output_dir: str = Field("runs/latest", description="Where the adapter, metrics and checkpoints go")
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_reporters(cls, value: list[str] | str) -> list[str] | str:
+        unknown = [n for n in ([value] if isinstance(value, str) else value) if n not in REPORT_TO]
+        if unknown:
+            raise ValueError(f"unknown {unknown[0]!r}; known: {', '.join(REPORT_TO)}")
+        return value
 
     @model_validator(mode="after")
     def _check_shapes(self) -> TrainConfig:

@@ -25,6 +25,7 @@ from rapid_core.graders import build_grader, checker_health, grade_latency_stats
 from rapid_core.logprobs import completion_logps
 from rapid_core.losses import LOSSES, LossSettings
 from rapid_core.models import Policy, load_policy, prompt_token_ids, save_adapter
+from rapid_core.report_to import build_reporters
 from rapid_core.reporting import MetricsWriter, ProgressBar
 from rapid_core.tasks import load_task
 
@@ -58,6 +59,7 @@ class Trainer:
         self.grader = build_grader(self.task.grader)
         cbs: list[Callback] = [MetricsWriter(self.out / "metrics.jsonl")]
         cbs += [ProgressBar()] if progress else []
+        cbs += build_reporters(cfg)  # report_to: TensorBoard / W&B, off by default
         self.callbacks = CallbackList(cbs + list(callbacks or []))
         self.loss_fn = LOSSES.get(cfg.algorithm, "algorithm")
         self.loss_settings = LossSettings(
