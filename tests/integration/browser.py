@@ -39,19 +39,19 @@ def console_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-# Per uPlot chart: how many points of each series hold a number, and how many canvas pixels have the
-# first series' colour (#2563eb): the line itself, since axes and grid are grey.
+# Per uPlot chart: how many points of each series hold a number, and how many canvas pixels have one
+# of the series' colours (dashboard.js COLORS): the lines themselves, since axes and grid are grey.
 CHART_STATE = """
+const colors = [[37, 99, 235], [22, 163, 74], [234, 88, 12], [147, 51, 234]];
 const out = {};
 for (const [id, chart] of Object.entries(window.rapidCharts || {})) {
   const points = chart.data.slice(1).map(s => s.filter(v => v !== null && v !== undefined).length);
   const canvas = chart.root.querySelector("canvas");
-  const ctx = canvas.getContext("2d");
-  const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
   let line = 0;
   for (let i = 0; i < pixels.length; i += 4) {
-    if (pixels[i + 3] > 200 && Math.abs(pixels[i] - 37) < 30 && Math.abs(pixels[i + 1] - 99) < 30
-        && Math.abs(pixels[i + 2] - 235) < 30) line++;
+    if (pixels[i + 3] > 200 && colors.some(([r, g, b]) => Math.abs(pixels[i] - r) < 30
+        && Math.abs(pixels[i + 1] - g) < 30 && Math.abs(pixels[i + 2] - b) < 30)) line++;
   }
   out[id] = {points, x: chart.data[0].length, line_pixels: line};
 }

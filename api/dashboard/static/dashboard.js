@@ -6,6 +6,7 @@
 const REFRESH_MS = 3000;
 const COLORS = ["#2563eb", "#16a34a", "#ea580c", "#9333ea"];
 const X_LABELS = { round: "round", step: "optimizer step", eval: "optimizer step" };
+const WHOLE_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
 window.rapidCharts = {};
 
 function chartData(plot, data) {
@@ -40,8 +41,11 @@ function chartOptions(plot, data, width) {
   const label = (key, text) => (key === "pass@k" && data.eval ? data.eval.k_label : text);
   return {
     width, height: 190,
-    scales: { x: { time: false }, y: { range: yRange(plot) } },
-    axes: [{ label: X_LABELS[plot.x], labelSize: 20, size: 36 }, { size: 56, values: ticks }],
+    scales: {
+      x: { time: false, range: (u, min, max) => (min === max ? [min - 1, max + 1] : [min, max]) },
+      y: { range: yRange(plot) },
+    },
+    axes: [{ label: X_LABELS[plot.x], labelSize: 20, size: 36, incrs: WHOLE_STEPS }, { size: 56, values: ticks }],
     series: [
       { label: X_LABELS[plot.x] },
       ...plot.series.map(([key, text], i) => ({
