@@ -117,10 +117,12 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="Seed of data order, sampling and initialisation")
     output_dir: str = Field("runs/latest", description="Where the adapter, metrics and checkpoints go")
 
-    @field_validator("report_to")
+    @field_validator("report_to", mode="before")
     @classmethod
-    def _known_reporters(cls, value: list[str] | str) -> list[str] | str:
-        unknown = [n for n in ([value] if isinstance(value, str) else value) if n not in REPORT_TO]
+    def _known_reporters(cls, value: Any) -> Any:
+        value = "none" if value is None else value  # the CLI reads `--report-to none` as null
+        names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        unknown = [n for n in names if n not in REPORT_TO]
         if unknown:
             raise ValueError(f"unknown {unknown[0]!r}; known: {', '.join(REPORT_TO)}")
         return value

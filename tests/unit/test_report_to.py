@@ -93,6 +93,7 @@ def test_report_to_names_follow_trl():
     assert reporter_names("all") == ["tensorboard", "wandb"] == REPORTERS.names() == list(REPORT_TO[2:])
     assert reporter_names(["wandb", "wandb"]) == ["wandb"]
     assert build_reporters(make_config()) == []  # off by default
+    assert make_config(report_to=None).report_to == "none"  # `rapid train --report-to none`
     with pytest.raises(ConfigError) as err:
         make_config(report_to=["tensorboard", "comet"])
     assert err.value.field == "report_to" and "comet" in str(err.value)
