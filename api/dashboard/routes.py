@@ -118,20 +118,12 @@ def job_action(
     return RedirectResponse(f"{auth.PATH}/jobs/{quote(job_id)}", status_code=303)
 
 
-@router.get("/jobs/{job_id}/adapter")
-def final_adapter(job_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project):
-    return _archive(rt, jobs.get_checkpoint(s, project, job_id, None), f"{job_id}-adapter")
-
-
 @router.get("/jobs/{job_id}/checkpoints/{checkpoint_id}/adapter")
 def checkpoint_adapter(job_id: str, checkpoint_id: str, rt: Runtime = Depends(runtime), s: Session = Session_,
-                       project: str = Project):  # fmt: skip
+                       project: str = Project) -> StreamingResponse:  # fmt: skip
     ckpt = jobs.get_checkpoint(s, project, job_id, checkpoint_id)
-    return _archive(rt, ckpt, f"{job_id}-round-{ckpt.round}")
-
-
-def _archive(rt: Runtime, ckpt, name: str) -> StreamingResponse:
-    headers = {"Content-Disposition": f'attachment; filename="{name}.tar.gz"'}
+    name = f"{job_id}-{'final' if ckpt.final else f'round-{ckpt.round}'}-adapter.tar.gz"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     return StreamingResponse(
         rt.artifacts.open(ckpt.storage_key), media_type="application/gzip", headers=headers
     )

@@ -87,7 +87,7 @@ def test_a_project_sees_only_its_own_jobs(browser):
     listing = client.get("/dashboard/jobs").text
     assert mine in listing and theirs not in listing
     assert re.search(r"<progress value=\"2\" max=\"4\">", listing)
-    for path in (f"/dashboard/jobs/{theirs}", f"/dashboard/jobs/{theirs}/adapter"):
+    for path in (f"/dashboard/jobs/{theirs}", f"/dashboard/jobs/{theirs}/checkpoints/ftckpt-x/adapter"):
         assert client.get(path).status_code == 404
     assert client.post(f"/dashboard/jobs/{theirs}/cancel").status_code == 404
     with client.app.state.runtime.sessions() as s:
