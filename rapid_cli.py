@@ -1,6 +1,7 @@
 """The ``rapid`` command: the one place that joins the core's commands with the service's.
 
-``train`` and ``eval`` come from rapid_core.cli; ``serve`` and ``keys`` from the service.
+``train`` and ``eval`` come from rapid_core.cli; ``serve`` and ``keys`` from the service; ``jobs``
+and ``files`` from the client (rapid_client), which talks to a server over HTTP.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import sys
 
 SERVICE_COMMANDS = {"serve": "serve_main", "keys": "keys_main"}
+CLIENT_COMMANDS = ("jobs", "files")
 
 
 def environment_problem() -> str | None:
@@ -33,12 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         from api import cli
 
         return int(getattr(cli, SERVICE_COMMANDS[argv[0]])(argv[1:]) or 0)
+    if argv and argv[0] in CLIENT_COMMANDS:
+        from rapid_client.cli import main as client_main
+
+        return client_main(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: rapid {train,eval,serve,keys} ...\n\n"
+        print("usage: rapid {train,eval,serve,keys,jobs,files} ...\n\n"
               "  train   fine-tune a model with RAPID (or the grpo / pg baselines)\n"
               "  eval    held-out pass@1 / pass@k of a model, with or without an adapter\n"
               "  serve   run the job service: REST API + worker\n"
-              "  keys    create, list and revoke API keys\n\n"
+              "  keys    create, list and revoke API keys\n"
+              "  jobs    create, follow, cancel, download ... jobs on a server (RAPID_BASE_URL, RAPID_API_KEY)\n"
+              "  files   upload and list training files on a server\n\n"
               "rapid COMMAND --help shows a command's options.")
         return 0 if argv else 2
     from rapid_core.cli import main as core_main

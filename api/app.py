@@ -8,6 +8,7 @@ import time
 from fastapi import FastAPI, Request
 from prometheus_client import Counter, Histogram
 
+from api import dashboard
 from api.deps import Runtime
 from api.errors import install_error_handlers
 from api.guard import RequestGuard
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # Key and size checks before any body is read; inside ``_observe``, which counts their answers.
     app.add_middleware(RequestGuard, runtime=rt, handlers=app.exception_handlers)
+    dashboard.mount(app)
 
     @app.middleware("http")
     async def _observe(request: Request, call_next):

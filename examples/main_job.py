@@ -10,19 +10,16 @@ Exits non-zero if the job does not succeed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import openai
-from tqdm import tqdm
 
+import rapid_client
 from rapid_core.config import make_config
 from rapid_core.tasks import arithmetic_task
 
@@ -31,7 +28,6 @@ GRADER = {"type": "numeric", "reference": "{{item.answer}}"}
 # m = 32 (U = 4 steps a round), short answers, T = 0.7, all 94 held-out problems evaluated.
 MAIN_JOB = {"rounds": 12, "prompts_per_round": 16, "group_size": 8, "mini_batch_size": 32,
             "max_new_tokens": 16, "temperature": 0.7, "learning_rate": 3e-4, "eval_problems": 94, "eval_k": 4}
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def start_service(port: int, log: Path) -> subprocess.Popen:
@@ -61,37 +57,6 @@ def write_jsonl(records: list[dict], path: Path) -> Path:
     return path
 
 
-def follow(client: openai.OpenAI, http: httpx.Client, job_id: str, total_rounds: int | None):
-    """A progress bar over rounds, fed by the job's round metrics; returns the finished job."""
-    bar = tqdm(total=total_rounds, unit="round", desc=job_id)
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        rounds = http.get(f"/v1/fine_tuning/jobs/{job_id}/metrics", params={"kind": "round"}).json()["data"]
-        if rounds:
-            last = rounds[-1]["metrics"]
-            bar.set_postfix(status=job.status, reward=f"{last.get('reward_mean', 0):.3f}")
-        else:
-            bar.set_postfix(status=job.status)
-        bar.update(len(rounds) - bar.n)
-        if job.status in TERMINAL:
-            bar.close()
-            return job
-        time.sleep(2)
-
-
-def held_out_accuracy(http: httpx.Client, job_id: str) -> dict[str, dict]:
-    evals = http.get(f"/v1/fine_tuning/jobs/{job_id}/metrics", params={"kind": "eval"}).json()["data"]
-    return {e["phase"]: e["metrics"] for e in evals}
-
-
-def download_adapter(http: httpx.Client, job_id: str, dest: Path) -> Path:
-    response = http.get(f"/v1/fine_tuning/jobs/{job_id}/adapter")
-    response.raise_for_status()
-    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8000)
@@ -104,28 +69,26 @@ def main() -> int:
 
     service = start_service(args.port, Path(tempfile.gettempdir()) / "rapid-serve.log")
     try:
-        client = openai.OpenAI(api_key=create_key("readme"), base_url=f"http://127.0.0.1:{args.port}/v1")
-        http = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120,
-                            headers={"Authorization": f"Bearer {client.api_key}"})  # fmt: skip
+        base_url = f"http://127.0.0.1:{args.port}"
+        key = create_key("readme")
+        client = rapid_client.connect(base_url, key)
+        print(f"live dashboard: {base_url}/dashboard (sign in with the API key {key})")
         task = arithmetic_task(make_config(task="arithmetic"))
-        with tempfile.TemporaryDirectory() as tmp:
-            train = client.files.create(file=write_jsonl(task.train, Path(tmp) / "train.jsonl").open("rb"),
-                                        purpose="fine-tune")  # fmt: skip
-            held_out = client.files.create(file=write_jsonl(task.eval, Path(tmp) / "eval.jsonl").open("rb"),
-                                           purpose="fine-tune")  # fmt: skip
         given = {"rounds": args.rounds, "eval_problems": args.eval_problems}
         hyper = {**MAIN_JOB, **{k: v for k, v in given.items() if v is not None}}
-        job = client.fine_tuning.jobs.create(
-            model=args.model, training_file=train.id, validation_file=held_out.id, seed=args.seed,
-            method={"type": "reinforcement", "reinforcement": {"grader": GRADER, "hyperparameters": hyper}},
-        )  # fmt: skip
-        print(f"job {job.id}: {train.lines} training problems, {held_out.lines} held out")
-        job = follow(client, http, job.id, job.method.reinforcement.hyperparameters.rounds)
+        with tempfile.TemporaryDirectory() as tmp:
+            job = rapid_client.create_job(
+                client, model=args.model, grader=GRADER, hyperparameters=hyper, seed=args.seed,
+                training_file=str(write_jsonl(task.train, Path(tmp) / "train.jsonl")),
+                validation_file=str(write_jsonl(task.eval, Path(tmp) / "eval.jsonl")),
+            )  # fmt: skip
+        print(f"job {job.id}: {len(task.train)} training problems, {len(task.eval)} held out")
+        job = rapid_client.follow(client, job.id)
         if job.status != "succeeded":
             print(f"job {job.id} {job.status}: {job.error}", file=sys.stderr)
             return 1
-        adapter = download_adapter(http, job.id, args.adapter_dir)
-        accuracy = held_out_accuracy(http, job.id)
+        adapter = rapid_client.download_adapter(client, job.id, args.adapter_dir)
+        accuracy = rapid_client.held_out(client, job.id)
         print(f"adapter: {adapter} (load with peft.PeftModel.from_pretrained)")
         before, after = accuracy.get("before", {}), accuracy.get("after", {})
         for key in ("pass@1", f"pass@{MAIN_JOB['eval_k']}"):

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rapid_core.errors import ConfigError
 
 Algorithm = Literal["rapid", "grpo", "pg"]
+REPORT_TO = ("none", "all", "tensorboard", "wandb")  # rapid_core/report_to.py registers the last two
 
 
 class TrainConfig(BaseModel):
@@ -116,7 +117,21 @@ class TrainConfig(BaseModel):
         None, ge=1, description="Held-out evaluation every N optimizer steps on the validation file"
     )
 
+    report_to: list[str] | str = Field(
+        "none", description="Also log metrics to tensorboard (<output_dir>/tensorboard) and/or wandb, as TRL "
+        "names them: one name, a list, all or none (rapid_core/report_to.py)",
+    )
     seed: int = Field(0, description="Seed of data order, sampling and initialisation")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_reporters(cls, value: Any) -> Any:
+        value = "none" if value is None else value  # the CLI reads `--report-to none` as null
+        names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        unknown = [n for n in names if n not in REPORT_TO]
+        if unknown:
+            raise ValueError(f"unknown {unknown[0]!r}; known: {', '.join(REPORT_TO)}")
+        return value
 
     @model_validator(mode="after")
     def _check_shapes(self) -> TrainConfig:

@@ -27,6 +27,7 @@ from rapid_core.losses import LOSSES
 from rapid_core.metrics import EvalMetrics, RoundClock, RoundMetrics, round_metrics
 from rapid_core.models import load_policy, prompt_token_ids, save_adapter
 from rapid_core.plan import plan_minibatches, prompt_indices
+from rapid_core.report_to import build_reporters
 from rapid_core.reporting import MetricsWriter, ProgressBar, RunFiles
 from rapid_core.state import RunState
 from rapid_core.tasks import load_task
@@ -49,6 +50,7 @@ class Trainer:
             MetricsWriter(paths.metrics_file),
             RunFiles(cfg, paths),
             *([ProgressBar()] if progress else []),
+            *build_reporters(cfg, paths),  # report_to: TensorBoard / W&B, off by default
         ]
         self.callbacks = CallbackList(reporters + list(callbacks or []))
         self.callbacks.append(

@@ -5,11 +5,13 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 # bubblewrap isolates untrusted code (graders); util-linux gives setpriv / prlimit; wordnet-base is
 # the WordNet database METEOR (text_similarity) reads; docker-compose lets the tests check
-# docker/compose.yaml where no Docker engine runs.
+# docker/compose.yaml where no Docker engine runs; Chromium and its driver run the dashboard's
+# browser test (Selenium drives the system browser, nothing is downloaded).
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap util-linux)
 [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
     || echo "warning: could not install ${missing[*]} with apt" >&2

@@ -1,5 +1,5 @@
 """Imports flow one way (STYLE.md): the import-linter contracts in pyproject.toml hold, no module
-imports itself through a loop, and the API process never loads torch."""
+imports itself through a loop, and neither the API process nor the client loads torch."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import grimp
 
 from tests.conftest import REPO
 
-PACKAGES = ("rapid_core", "api", "worker", "store")
+PACKAGES = ("rapid_core", "api", "worker", "store", "rapid_client")
 
 
 def test_import_linter_contracts_hold():
@@ -69,6 +69,11 @@ def test_the_loop_finder_finds_a_loop():
     for a, b in (("p.a", "p.b"), ("p.b", "p.c"), ("p.c", "p.a"), ("p.c", "p.d")):
         graph.add_import(importer=a, imported=b)
     assert import_loops(graph) == [["p.a", "p.b", "p.c"]]
+
+
+def test_client_does_not_load_torch():
+    code = "import sys, rapid_client.cli; assert 'torch' not in sys.modules, 'torch loaded'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
 def test_api_process_does_not_load_torch():

@@ -1,0 +1,259 @@
+"""``rapid jobs ...`` and ``rapid files ...``: the command-line client of a RAPID server.
+
+It talks to the server at --base-url / RAPID_BASE_URL / OPENAI_BASE_URL (default: a local
+``rapid serve`` at http://127.0.0.1:8000/v1) with the key in --api-key / RAPID_API_KEY /
+OPENAI_API_KEY, through the official ``openai`` client. Exit status: 0 on success, 1 when the
+server refuses or the followed job does not succeed, 2 for a bad command line or local file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import openai
+
+from rapid_client import jobs
+from rapid_client.connection import ClientError, connect
+from rapid_client.progress import follow
+from rapid_client.specs import parse_grader, parse_hyperparameters
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+EPILOG = """examples:
+  export RAPID_API_KEY=$(rapid keys create --project demo)
+  rapid jobs create --training-file train.jsonl --validation-file eval.jsonl \\
+      --grader 'numeric:{{item.answer}}' --hp rounds=12 --hp learning_rate=3e-4 --follow
+  rapid jobs list
+  rapid jobs follow ftjob-...          # exits 1 if the job fails or is cancelled
+  rapid jobs download ftjob-... -o adapter/
+"""
+
+
+def _when(ts: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [header, *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _json(obj: Any) -> None:
+    print(json.dumps(obj.model_dump() if hasattr(obj, "model_dump") else obj, indent=2))
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def cmd_create(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    job = jobs.create_job(
+        client, model=args.model, training_file=args.training_file, validation_file=args.validation_file,
+        grader=parse_grader(args.grader), hyperparameters=parse_hyperparameters(args.hp, args.hyperparameters),
+        seed=args.seed, suffix=args.suffix,
+    )  # fmt: skip
+    print(job.id)
+    print(
+        f"created {job.id} ({job.status}): `rapid jobs follow {job.id}` shows its progress", file=sys.stderr
+    )
+    return cmd_follow(client, argparse.Namespace(job=job.id, interval=args.interval)) if args.follow else 0
+
+
+def cmd_list(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    page = client.fine_tuning.jobs.list(limit=args.limit)
+    if args.json:
+        _json(page.model_dump()["data"])
+        return 0
+    _table([[j.id, j.status, j.model, _when(j.created_at), _when(j.finished_at)] for j in page.data],
+           ["ID", "STATUS", "MODEL", "CREATED", "FINISHED"])  # fmt: skip
+    return 0
+
+
+def cmd_get(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    _json(client.fine_tuning.jobs.retrieve(args.job))
+    return 0
+
+
+def cmd_follow(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    job = follow(client, args.job, interval=args.interval)
+    evals = jobs.held_out(client, job.id)
+    before, after = evals.get("before", {}), evals.get("after", {})
+    if "pass@1" in after:
+        shown = f"{before['pass@1']:.3f} -> " if "pass@1" in before else ""
+        print(
+            f"held-out pass@1: {shown}{after['pass@1']:.3f} ({after.get('problems')} problems)",
+            file=sys.stderr,
+        )
+    if job.status != "succeeded":
+        why = f": {job.error.message}" if job.error and job.error.message else ""
+        print(f"job {job.id} {job.status}{why}", file=sys.stderr)
+        return 1
+    print(f"job {job.id} succeeded; `rapid jobs download {job.id}` fetches the adapter", file=sys.stderr)
+    return 0
+
+
+def _action(name: str):
+    def run(client: openai.OpenAI, args: argparse.Namespace) -> int:
+        job = getattr(client.fine_tuning.jobs, name)(args.job)
+        print(f"{job.id}: {job.status}")
+        return 0
+
+    return run
+
+
+def cmd_events(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    page = client.fine_tuning.jobs.list_events(args.job, limit=args.limit)
+    for e in reversed(page.data):
+        print(f"{_when(e.created_at)}  {e.level:<5}  {e.message}")
+    return 0
+
+
+def cmd_checkpoints(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    page = client.fine_tuning.jobs.checkpoints.list(args.job, limit=args.limit)
+    rows = []
+    for c in page.data:
+        extra = c.model_extra or {}
+        reward = (c.metrics.model_extra or {}).get("reward_mean") if c.metrics else None
+        rows.append([c.id, "final" if extra.get("final") else extra.get("round", "-"), c.step_number,
+                     f"{reward:.3f}" if isinstance(reward, int | float) else "-", _when(c.created_at)])  # fmt: skip
+    _table(rows, ["ID", "ROUND", "STEP", "REWARD", "CREATED"])
+    return 0
+
+
+def cmd_download(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    dest = jobs.download_adapter(client, args.job, args.output or f"{args.job}-adapter", args.checkpoint)
+    print(dest)
+    print("load it with peft.PeftModel.from_pretrained(base_model, that directory)", file=sys.stderr)
+    return 0
+
+
+def cmd_upload(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    uploaded = jobs.upload(client, args.path)
+    print(uploaded.id)
+    lines = (uploaded.model_extra or {}).get("lines")
+    print(f"uploaded {args.path} as {uploaded.id} ({uploaded.bytes} bytes, {lines} records)", file=sys.stderr)
+    return 0
+
+
+def cmd_files(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    page = client.files.list()
+    _table([[f.id, f.filename, f.bytes, (f.model_extra or {}).get("lines", "-"), _when(f.created_at)]
+            for f in page.data], ["ID", "FILENAME", "BYTES", "RECORDS", "CREATED"])  # fmt: skip
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+
+def _connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", help="server URL (default: $RAPID_BASE_URL, $OPENAI_BASE_URL, "
+                        "else http://127.0.0.1:8000/v1)")  # fmt: skip
+    parser.add_argument("--api-key", help="API key (default: $RAPID_API_KEY, else $OPENAI_API_KEY)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rapid", description=__doc__.split("\n\n")[0],
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,files}")
+
+    jobs_parser = groups.add_parser("jobs", help="fine-tuning jobs", epilog=EPILOG,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = jobs_parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str, job: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if job:
+            p.add_argument("job", help="job id (ftjob-...)")
+        _connection_flags(p)
+        p.set_defaults(func=func)
+        return p
+
+    create = command("create", cmd_create, "create a reinforcement fine-tuning job", job=False)
+    create.add_argument("--training-file", "-t", required=True, help="JSONL path (uploaded first) or file id")
+    create.add_argument("--validation-file", "-v", help="held-out JSONL path or file id")
+    create.add_argument("--grader", "-g", required=True, help="grader: a .json / .yaml file, inline JSON, or a short form: "
+                        "numeric:{{item.answer}}, exact:REF, math:REF, python:grader.py")  # fmt: skip
+    create.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter, e.g. --hp rounds=12 --hp learning_rate=3e-4 (repeatable)",
+    )
+    create.add_argument(
+        "--hyperparameters", metavar="FILE", help="JSON / YAML file of hyperparameters (--hp wins)"
+    )
+    create.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"base model (default: {DEFAULT_MODEL})")
+    create.add_argument("--seed", type=int, help="job seed (default: the server picks one)")
+    create.add_argument("--suffix", help="a name for the fine-tuned model")
+    create.add_argument("--follow", "-f", action="store_true", help="follow the job after creating it")
+    create.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
+
+    ls = command("list", cmd_list, "list the project's jobs, newest first", job=False)
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--json", action="store_true", help="print the job objects as JSON")
+    command("get", cmd_get, "print one job as JSON")
+    fw = command(
+        "follow", cmd_follow, "show a live progress bar until the job ends; exit 1 unless it succeeds"
+    )
+    fw.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    for name in ("cancel", "pause", "resume"):
+        command(name, _action(name), f"{name} a job")
+    ev = command("events", cmd_events, "print the job's events, oldest first")
+    ev.add_argument("--limit", type=int, default=100)
+    ck = command("checkpoints", cmd_checkpoints, "list the job's checkpoints")
+    ck.add_argument("--limit", type=int, default=100)
+    dl = command("download", cmd_download, "download and unpack the job's PEFT adapter")
+    dl.add_argument("--output", "-o", help="directory to unpack into (default: ./JOB-adapter)")
+    dl.add_argument("--checkpoint", help="a checkpoint id (default: the final adapter, else the newest)")
+
+    files_parser = groups.add_parser("files", help="training and validation files")
+    fsub = files_parser.add_subparsers(dest="command", required=True)
+    up = fsub.add_parser("upload", help="upload a JSONL file (purpose fine-tune); prints its id")
+    up.add_argument("path")
+    _connection_flags(up)
+    up.set_defaults(func=cmd_upload)
+    fl = fsub.add_parser("list", help="list the project's files")
+    _connection_flags(fl)
+    fl.set_defaults(func=cmd_files)
+    return parser
+
+
+def _api_message(err: openai.APIStatusError) -> str:
+    body = err.body if isinstance(err.body, dict) else {}
+    detail = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    message = detail.get("message") or err.message
+    param = f" (param {detail['param']})" if detail.get("param") else ""
+    return f"{message}{param} [HTTP {err.status_code}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    name = f"rapid {args.group} {args.command}"
+    try:
+        client = connect(args.base_url, args.api_key)
+        return args.func(client, args)
+    except ClientError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    except openai.APIStatusError as err:
+        print(f"{name}: error: {_api_message(err)}", file=sys.stderr)
+        return 1
+    except openai.APIConnectionError:
+        print(f"{name}: error: cannot reach the server at {client.base_url}; is `rapid serve` running "
+              "(or RAPID_BASE_URL set)?", file=sys.stderr)  # fmt: skip
+        return 1
+    except OSError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted (a job keeps running on the server)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""``rapid jobs`` / ``rapid files`` as a user runs them: a subprocess against a live ``rapid serve``
+(embedded defaults, a real worker, the tiny random model), key and URL from the environment."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+from service_harness import ROOT, Service, arithmetic_jsonl, service_env, tiny_hyperparameters, wait_until
+
+pytestmark = pytest.mark.integration
+GRADER_SHORT = "numeric:{{item.answer}}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    work = tmp_path_factory.mktemp("client")
+    service = Service(service_env(work), work)
+    try:
+        service.start_api("-m", "api.cli", "serve", "--port", "{port}")
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def env(served) -> dict[str, str]:
+    return {**served.env, "RAPID_BASE_URL": served.base_url, "RAPID_API_KEY": served.create_key("cli")}
+
+
+def rapid(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "rapid_cli.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def hp_flags(**over) -> list[str]:
+    return [f for k, v in tiny_hyperparameters(**over).items() for f in ("--hp", f"{k}={json.dumps(v)}")]
+
+
+def test_create_follow_and_download_a_job(served, env, tmp_path):
+    train = arithmetic_jsonl(tmp_path / "train.jsonl")
+    held_out = arithmetic_jsonl(tmp_path / "eval.jsonl", n=6)
+    upload = rapid(env, "files", "upload", str(train))
+    assert upload.returncode == 0, upload.stderr
+    file_id = upload.stdout.strip()
+    assert file_id.startswith("file-") and "40 records" in upload.stderr
+    assert file_id in rapid(env, "files", "list").stdout
+
+    grader = tmp_path / "grader.yaml"
+    grader.write_text(yaml.safe_dump({"type": "numeric", "reference": "{{item.answer}}"}))
+    hp_file = tmp_path / "hp.yaml"
+    hp_file.write_text(yaml.safe_dump({**tiny_hyperparameters(), "rounds": 9}))
+    created = rapid(env, "jobs", "create", "-t", file_id, "-v", str(held_out), "-g", str(grader), "-m", "tiny-random",
+                    "--hyperparameters", str(hp_file), "--hp", "rounds=3", "--seed", "1", "--follow", "--interval", "0.5")  # fmt: skip
+    assert created.returncode == 0, created.stderr + served.logs()
+    job_id = created.stdout.splitlines()[0]
+    assert "3/3, succeeded, reward" in created.stderr  # the per-round lines of a non-terminal follow
+    assert "held-out pass@1:" in created.stderr and "The job has successfully completed" in created.stderr
+
+    listed = rapid(env, "jobs", "list")
+    assert any(line.split()[:2] == [job_id, "succeeded"] for line in listed.stdout.splitlines())
+    job = json.loads(rapid(env, "jobs", "get", job_id).stdout)
+    hp = job["method"]["reinforcement"]["hyperparameters"]
+    assert job["validation_file"].startswith("file-") and hp["rounds"] == 3 and hp["lora_r"] == 4  # --hp wins
+    assert "successfully completed" in rapid(env, "jobs", "events", job_id).stdout
+    checkpoints = rapid(env, "jobs", "checkpoints", job_id).stdout.splitlines()
+    assert (
+        checkpoints[0].split() == ["ID", "ROUND", "STEP", "REWARD", "CREATED"] and "final" in checkpoints[1]
+    )
+
+    downloaded = rapid(env, "jobs", "download", job_id, "-o", str(tmp_path / "adapter"))
+    assert downloaded.returncode == 0, downloaded.stderr
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from rapid_core.models import ensure_tiny_model
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(ensure_tiny_model()), downloaded.stdout.strip()
+    )
+    assert model.peft_config["default"].r == 4
+
+
+def test_follow_exits_1_when_the_job_is_cancelled_after_pause_and_resume(served, env, tmp_path):
+    train = arithmetic_jsonl(tmp_path / "train.jsonl")
+    created = rapid(env, "jobs", "create", "-t", str(train), "-g", GRADER_SHORT, "-m", "tiny-random",
+                    *hp_flags(rounds=100_000))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    job_id = created.stdout.strip()
+    follow = subprocess.Popen([sys.executable, str(ROOT / "rapid_cli.py"), "jobs", "follow", job_id, "--interval", "0.5"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        status = lambda: json.loads(rapid(env, "jobs", "get", job_id).stdout)["status"]  # noqa: E731
+        wait_until(lambda: status() == "running", 180, "the job to run", served)
+        assert rapid(env, "jobs", "pause", job_id).stdout.strip() == f"{job_id}: paused"
+        resumed = wait_until(lambda: (r := rapid(env, "jobs", "resume", job_id)).returncode == 0 and r, 60,
+                             "the paused job to stop and accept resume", served, every=1.0)  # fmt: skip
+        assert resumed.stdout.strip() == f"{job_id}: queued"
+        wait_until(lambda: status() == "running", 180, "the resumed job to run", served)
+        assert rapid(env, "jobs", "cancel", job_id).returncode == 0
+        _, err = follow.communicate(timeout=120)
+    finally:
+        follow.kill()
+    assert follow.returncode == 1, err
+    assert f"job {job_id} cancelled" in err and "Job paused by request" in err
+    assert re.search(rf"{job_id}: round \d+/100000, running, reward \d\.\d{{3}}, acc \d\.\d{{3}}, stale", err)
+
+
+def test_errors_are_clear_and_exit_non_zero(served, env, tmp_path):
+    no_key = {k: v for k, v in env.items() if k not in ("RAPID_API_KEY", "OPENAI_API_KEY")}
+    out = rapid(no_key, "jobs", "list")
+    assert out.returncode == 2 and "no API key" in out.stderr
+    out = rapid(
+        {**no_key, "OPENAI_API_KEY": "rk-wrong", "OPENAI_BASE_URL": served.base_url + "/v1"}, "jobs", "list"
+    )
+    assert out.returncode == 1 and "Incorrect API key" in out.stderr and "HTTP 401" in out.stderr
+    out = rapid({**env, "RAPID_BASE_URL": "http://127.0.0.1:9"}, "jobs", "list")
+    assert out.returncode == 1 and "cannot reach the server" in out.stderr
+    out = rapid(env, "jobs", "get", "ftjob-missing")
+    assert out.returncode == 1 and "ftjob-missing" in out.stderr
+    out = rapid(env, "jobs", "create", "-t", str(tmp_path / "nope.jsonl"), "-g", GRADER_SHORT)
+    assert out.returncode == 2 and "neither a local file nor a file id" in out.stderr
+    train = str(arithmetic_jsonl(tmp_path / "train.jsonl"))
+    out = rapid(env, "jobs", "create", "-t", train, "-g", GRADER_SHORT, "--hp", "rounds")
+    assert out.returncode == 2 and "expected KEY=VALUE" in out.stderr
+    out = rapid(
+        env, "jobs", "create", "-t", train, "-g", GRADER_SHORT, "-m", "tiny-random", "--hp", "group_size=1"
+    )
+    assert out.returncode == 1 and "group_size" in out.stderr and "HTTP 400" in out.stderr
+    out = rapid(env, "jobs", "create", "-t", train)
+    assert out.returncode == 2 and "--grader" in out.stderr  # argparse: a required flag
+    assert rapid(env, "jobs", "--help").returncode == 0
