@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
     decode: Literal["auto", "dynamic", "static", "compiled", "cuda_graph"] = Field(
         "auto", description="hf engine decode loop: dynamic (growing cache, finished rows dropped), static "
         "(preallocated cache), compiled (static + torch.compile), cuda_graph (static, each step one captured "
-        "CUDA graph); auto = cuda_graph on CUDA for Llama/Qwen2/Qwen3 models, else dynamic",
+        "CUDA graph); auto = for Llama/Qwen2/Qwen3 models cuda_graph on CUDA and static on a CPU, else dynamic",
     )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads (0 = torch's default). On a CPU shared with other "

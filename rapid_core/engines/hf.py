@@ -8,10 +8,11 @@ dtype (``SamplingModel``) and runs the prompt forward pass once per distinct pro
 cache to the prompt's G rows. Two decode loops continue from that prompt pass:
 
 - ``dynamic``: transformers' own layers on a growing cache, finished rows dropped from the batch
-  (the CPU default: fewest FLOPs, and on a CPU a step's cost is its FLOPs);
+  (any architecture);
 - ``static`` / ``compiled`` / ``cuda_graph`` (static_decode.py): preallocated KV buffers; the step
-  run eagerly, through ``torch.compile``, or captured as a CUDA graph (the GPU default: a small
-  model's step there is launch overhead, not FLOPs).
+  run eagerly (the CPU default: no per-step cache concatenation or mask building), through
+  ``torch.compile``, or captured as a CUDA graph (the GPU default: a small model's step there is
+  launch overhead, not FLOPs).
 
 Both read one uniform per row and step from a stream drawn before decoding, so the same seed gives
 the same samples whichever loop runs.
@@ -73,11 +74,15 @@ def prefill(model, prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor,
 
 
 def resolve_decode(mode: DecodeMode, model) -> str:
-    """The decode loop ``mode`` asks for on this model and device (auto: cuda_graph on CUDA where the
-    architecture allows it, else dynamic)."""
+    """The decode loop ``mode`` asks for on this model and device. auto: where the architecture
+    allows it, cuda_graph on CUDA and static on a CPU (1.9x the dynamic loop's tokens/s at batch 64
+    on the 2-core AMX CPU, docs/perf-notes.md §5; compiled was 2.3x but costs minutes of compiling
+    per bucket); dynamic otherwise."""
     why = unsupported_reason(model)
     if mode == "auto":
-        return "cuda_graph" if model.device.type == "cuda" and why is None else "dynamic"
+        if why is not None:
+            return "dynamic"
+        return "cuda_graph" if model.device.type == "cuda" else "static"
     if mode != "dynamic" and why is not None:
         raise ConfigError(f"decode {mode!r} is not available for this model: {why}", "decode")
     if mode == "cuda_graph" and model.device.type != "cuda":
