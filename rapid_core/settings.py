@@ -22,6 +22,9 @@ from rapid_core.errors import ConfigError
 PREFIX = "RAPID_"
 # Variables of the test suite (its PostgreSQL and Redis, secrets planted by sandbox tests): not settings.
 TEST_PREFIX = "RAPID_TEST_"
+# Read by the `rapid jobs` / `rapid files` client (rapid_client), which a user often runs from the
+# same shell as `rapid serve`: known everywhere, so neither side refuses the other's variables.
+CLIENT_VARIABLES = frozenset({"RAPID_API_KEY", "RAPID_BASE_URL"})
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
@@ -71,7 +74,7 @@ def env_names(settings_cls: type[BaseSettings]) -> set[str]:
 
 def check_environment(known: Iterable[str], environ: Mapping[str, str] | None = None) -> None:
     """Raise ConfigError for the first ``RAPID_*`` variable that no settings class reads."""
-    known = set(known)
+    known = set(known) | CLIENT_VARIABLES
     env = os.environ if environ is None else environ
     for name in sorted(env):
         if name.startswith(PREFIX) and not name.startswith(TEST_PREFIX) and name not in known:

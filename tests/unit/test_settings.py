@@ -101,3 +101,7 @@ def test_a_worker_refuses_to_start_with_an_unknown_variable(tmp_path):
     assert result.returncode != 0
     assert "RAPID_RUN_DIR" in result.stderr and "did you mean RAPID_RUNS_DIR?" in result.stderr
     assert not (tmp_path / "broker").exists()  # refused before anything was created
+
+
+def test_the_clients_variables_are_known_to_the_server_and_the_cli():
+    check_environment(KNOWN, {"RAPID_API_KEY": "sk-x", "RAPID_BASE_URL": "http://127.0.0.1:8000/v1"})
