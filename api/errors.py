@@ -11,11 +11,14 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from rapid_core.errors import ConfigError, DatasetError, GraderError, ModelError, RapidError
+from store.db import StoreUnavailable, is_transient
 
 log = logging.getLogger("rapid.api")
+RETRY_AFTER_S = 5  # what a 503 asks the client to wait: a database restart or failover takes seconds
 
 
 class ApiError(Exception):
@@ -47,6 +50,20 @@ class TooLarge(ApiError):
     status = 413
 
 
+class IdempotencyKeyReused(ApiError):
+    """The IETF Idempotency-Key draft's answer to a key reused with a different request."""
+
+    status = 422
+
+    def __init__(self, message: str):
+        super().__init__(message, "Idempotency-Key", "idempotency_key_reused")
+
+
+class InsufficientStorage(ApiError):
+    status = 507
+    type = "server_error"
+
+
 class Unavailable(ApiError):
     status = 503
     type = "server_error"
@@ -72,7 +89,18 @@ def _core_error(err: RapidError) -> tuple[str | None, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, err: ApiError):
-        return JSONResponse(body(err.message, err.type, err.param, err.code), status_code=err.status)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if err.status == 503 else None
+        return JSONResponse(body(err.message, err.type, err.param, err.code), status_code=err.status, headers=headers)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(StoreUnavailable)
+    async def _database(request: Request, err: Exception):
+        if not is_transient(err):
+            return await _unexpected(request, err)
+        log.warning("database unavailable: %s", type(err).__name__)
+        return JSONResponse(body("The database is unavailable; retry shortly", "server_error", None,
+                                 "database_unavailable"), status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
 
     @app.exception_handler(RapidError)
     async def _core(_: Request, err: RapidError):

@@ -36,8 +36,12 @@ class LocalArtifacts:
         dst = self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".part")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)  # readers never see a half-written artifact
+        try:
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)  # readers never see a half-written artifact
+        except BaseException:  # a full disk leaves no half-written .part behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, Form, Header, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import Runtime, project_id, runtime, session
 from api.schemas import file_object, page
 from api.services import files
-from store.repos import Files
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -18,8 +17,10 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 def create_file(
     file: UploadFile, purpose: str = Form(...), rt: Runtime = Depends(runtime),
     s: Session = Depends(session), project: str = Depends(project_id),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1, max_length=255),
 ) -> dict:  # fmt: skip
-    created = files.create_file(s, rt.artifacts, rt.settings, project, file.file, file.filename or "upload.jsonl", purpose)
+    created = files.create_file(s, rt.artifacts, rt.settings, project, file.file, file.filename or "upload.jsonl",
+                                purpose, idempotency_key)  # fmt: skip
     return file_object(created)
 
 
@@ -28,7 +29,7 @@ def list_files(
     after: str | None = None, limit: int = Query(100, ge=1, le=10000),
     s: Session = Depends(session), project: str = Depends(project_id),
 ) -> dict:  # fmt: skip
-    items, more = Files(s).page(project, after, limit)
+    items, more = files.list_files(s, project, after, limit)
     return page([file_object(f) for f in items], more)
 
 

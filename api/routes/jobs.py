@@ -4,30 +4,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import Runtime, project_id, runtime, session
 from api.schemas import JobCreate, checkpoint_object, event_object, job_object, metric_object, page
 from api.services import jobs
-from store.repos import Checkpoints, Events, Jobs, Metrics
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Session_ = Depends(session)
 Project = Depends(project_id)
+IdempotencyKey = Header(None, alias="Idempotency-Key", min_length=1, max_length=255,
+                        description="A retry with the same key and body returns the job the first request made")  # fmt: skip
 
 
 @router.post("")
-def create_job(req: JobCreate, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project) -> dict:
-    return job_object(jobs.create_job(s, rt, project, req))
+def create_job(
+    req: JobCreate, background: BackgroundTasks, idempotency_key: str | None = IdempotencyKey,
+    rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project,
+) -> dict:  # fmt: skip
+    job = jobs.create_job(s, rt, project, req, idempotency_key)
+    background.add_task(jobs.deliver, rt, job.id)  # after the response: a slow broker never delays it
+    return job_object(job)
 
 
 @router.get("")
 def list_jobs(
     after: str | None = None, limit: int = Query(20, ge=1, le=1000), s: Session = Session_, project: str = Project
 ) -> dict:
-    items, more = Jobs(s).page(project, after, limit)
+    items, more = jobs.list_jobs(s, project, after, limit)
     return page([job_object(j) for j in items], more)
 
 
@@ -47,8 +53,13 @@ def pause_job(job_id: str, s: Session = Session_, project: str = Project) -> dic
 
 
 @router.post("/{job_id}/resume")
-def resume_job(job_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project) -> dict:
-    return job_object(jobs.resume_job(s, rt, project, job_id))
+def resume_job(
+    job_id: str, background: BackgroundTasks, rt: Runtime = Depends(runtime), s: Session = Session_,
+    project: str = Project,
+) -> dict:  # fmt: skip
+    job = jobs.resume_job(s, project, job_id)
+    background.add_task(jobs.deliver, rt, job.id)
+    return job_object(job)
 
 
 @router.get("/{job_id}/events")
@@ -56,8 +67,7 @@ def list_events(
     job_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
     s: Session = Session_, project: str = Project,
 ) -> dict:  # fmt: skip
-    job = jobs.get_job(s, project, job_id)
-    items, more = Events(s).page(job.id, after, limit)
+    items, more = jobs.list_events(s, project, job_id, after, limit)
     return page([event_object(e) for e in items], more)
 
 
@@ -66,8 +76,7 @@ def list_checkpoints(
     job_id: str, after: str | None = None, limit: int = Query(10, ge=1, le=1000),
     s: Session = Session_, project: str = Project,
 ) -> dict:  # fmt: skip
-    job = jobs.get_job(s, project, job_id)
-    items, more = Checkpoints(s).page(job.id, after, limit)
+    items, more = jobs.list_checkpoints(s, project, job_id, after, limit)
     return page([checkpoint_object(c) for c in items], more)
 
 
@@ -78,9 +87,8 @@ def list_metrics(
     step_max: int | None = Query(None, ge=0), limit: int = Query(1000, ge=1, le=100_000),
     s: Session = Session_, project: str = Project,
 ) -> dict:  # fmt: skip
-    job = jobs.get_job(s, project, job_id)
     lo, hi = (step, step) if step is not None else (step_min, step_max)
-    rows = Metrics(s).query(job.id, kind=kind, step_min=lo, step_max=hi, limit=limit)
+    rows = jobs.list_metrics(s, project, job_id, kind=kind, step_min=lo, step_max=hi, limit=limit)
     return page([metric_object(m) for m in rows], False)
 
 

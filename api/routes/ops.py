@@ -5,12 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
-from sqlalchemy import text
 
 from api.deps import Runtime, runtime
-from store.broker import broker_reachable
+from api.errors import RETRY_AFTER_S
+from api.services import ops
 from store.models import JOB_STATUSES
-from store.repos import Jobs
 
 router = APIRouter(tags=["operations"])
 JOBS = Gauge("rapid_jobs", "Fine-tuning jobs by status", ["status"])
@@ -23,24 +22,16 @@ def healthz() -> dict:
 
 @router.get("/readyz")
 def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
-    checks = {"database": _database_ok(rt), "broker": broker_reachable(rt.celery)}
-    ready = all(checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+    checks = ops.readiness(rt)
+    if all(checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    return JSONResponse({"status": "unavailable", "checks": checks}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 @router.get("/metrics")
 def metrics(rt: Runtime = Depends(runtime)) -> Response:
-    with rt.sessions() as s:
-        counts = Jobs(s).count_by_status()
+    counts = ops.job_counts(rt)
     for status in JOB_STATUSES:
         JOBS.labels(status).set(counts.get(status, 0))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-
-def _database_ok(rt: Runtime) -> bool:
-    try:
-        with rt.sessions() as s:
-            s.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False

@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import InvalidRequest, NotFound, TooLarge
+from api.errors import IdempotencyKeyReused, InsufficientStorage, InvalidRequest, NotFound, TooLarge
 from store.artifacts import Artifacts
-from store.models import TERMINAL, File, Job, new_id
-from store.repos import Files
+from store.models import File, new_id
+from store.repos import Files, Jobs
 from store.settings import Settings
 
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
 
 
-def _spool(src: BinaryIO, dst: Path, limit: int) -> int:
-    size = 0
+def _spool(src: BinaryIO, dst: Path, limit: int) -> tuple[int, str]:
+    """Copy the upload to ``dst``; returns its size and SHA-256."""
+    size, digest = 0, hashlib.sha256()
     with dst.open("wb") as out:
         while chunk := src.read(CHUNK):
             size += len(chunk)
             if size > limit:
                 raise TooLarge(f"File is larger than the limit of {limit} bytes", "file", "file_too_large")
             out.write(chunk)
+            digest.update(chunk)
     if size == 0:
         raise InvalidRequest("File is empty", "file", "empty_file")
-    return size
+    return size, digest.hexdigest()
+
+
+@contextmanager
+def _disk_full_is_507() -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InsufficientStorage("The service has no disk space left for this file; retry later", "file",
+                                  "insufficient_storage") from None  # fmt: skip
 
 
 def validate_jsonl(path: Path, max_lines: int) -> tuple[int, list[str]]:
@@ -64,22 +80,47 @@ def validate_jsonl(path: Path, max_lines: int) -> tuple[int, list[str]]:
     return count, sorted(common or ())
 
 
+def _earlier(s: Session, project_id: str, key: str, digest: str) -> File | None:
+    file = Files(s).by_idempotency_key(project_id, key)
+    if file is not None and file.request_hash != digest:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different upload (file {file.id})")
+    return file
+
+
 def create_file(
-    s: Session, store: Artifacts, settings: Settings, project_id: str, src: BinaryIO, filename: str, purpose: str
+    s: Session, store: Artifacts, settings: Settings, project_id: str, src: BinaryIO, filename: str, purpose: str,
+    idempotency_key: str | None = None,
 ) -> File:
+    """Check and store an upload: the artifact first, then its row, so a row never names a missing file.
+    A retry with the same ``idempotency_key``, content, name and purpose returns the first upload."""
     if purpose not in PURPOSES:
         raise InvalidRequest(f"Unsupported purpose {purpose!r}; supported: {', '.join(PURPOSES)}", "purpose")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _disk_full_is_507():
         path = Path(tmp) / "upload.jsonl"
-        size = _spool(src, path, settings.max_file_bytes)
+        size, content_hash = _spool(src, path, settings.max_file_bytes)
+        digest = hashlib.sha256(f"{content_hash}:{purpose}:{filename}".encode()).hexdigest()
+        if idempotency_key and (earlier := _earlier(s, project_id, idempotency_key, digest)):
+            return earlier
         lines, fields = validate_jsonl(path, settings.max_file_lines)
         file_id = new_id("file")
         file = File(id=file_id, project_id=project_id, filename=filename[:255], purpose=purpose, bytes=size,
-                    lines=lines, fields=fields, storage_key=f"files/{file_id}.jsonl")  # fmt: skip
-        Files(s).add(file)
+                    lines=lines, fields=fields, storage_key=f"files/{file_id}.jsonl",
+                    idempotency_key=idempotency_key, request_hash=digest if idempotency_key else None)  # fmt: skip
         store.put_file(file.storage_key, path)
-    s.commit()
+    try:
+        Files(s).add(file)
+        s.commit()
+    except Exception as err:
+        s.rollback()
+        store.delete(file.storage_key)
+        if isinstance(err, IntegrityError) and idempotency_key and (earlier := _earlier(s, project_id, idempotency_key, digest)):
+            return earlier  # a concurrent retry with the same key won
+        raise
     return file
+
+
+def list_files(s: Session, project_id: str, after: str | None, limit: int) -> tuple[list[File], bool]:
+    return Files(s).page(project_id, after, limit)
 
 
 def read_records(store: Artifacts, file: File) -> Iterator[dict[str, Any]]:
@@ -99,11 +140,7 @@ def get_file(s: Session, project_id: str, file_id: str, param: str = "file_id") 
 
 def delete_file(s: Session, store: Artifacts, project_id: str, file_id: str) -> File:
     file = get_file(s, project_id, file_id)
-    in_use = s.scalar(
-        select(Job.id).where(
-            (Job.training_file == file.id) | (Job.validation_file == file.id), Job.status.not_in(TERMINAL)
-        )
-    )
+    in_use = Jobs(s).using_file(file.id)
     if in_use:
         raise InvalidRequest(f"File {file.id} is used by job {in_use}, which has not finished", "file_id", "file_in_use")
     Files(s).delete(file)
