@@ -3,10 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# bubblewrap isolates untrusted code (graders); util-linux gives setpriv / prlimit; docker-compose
+# bubblewrap isolates untrusted code (graders); util-linux gives setpriv / prlimit (and unshare / runuser
+# for the fault-injection tests, which also start PostgreSQL and Redis servers of their own); docker-compose
 # lets the tests check docker/compose.yaml where no Docker engine runs.
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap util-linux)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \

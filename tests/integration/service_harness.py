@@ -87,18 +87,19 @@ class Service:
     def _log(self, name: str):
         return (self.workdir / f"{name}.log").open("ab")
 
-    def start_api(self, *cmd: str) -> None:
+    def start_api(self, *cmd: str, wrap: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        """The API server; ``wrap`` prefixes its command (e.g. to run it on a small disk), ``env`` overrides."""
         self.port = free_port()
         command = cmd or ("-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(self.port))
         command = [c.replace("{port}", str(self.port)) for c in command]
-        self.api = subprocess.Popen([sys.executable, *command], cwd=self.workdir, env=self.env,
+        self.api = subprocess.Popen([*wrap, sys.executable, *command], cwd=self.workdir, env={**self.env, **(env or {})},
                                     stdout=self._log("api"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         wait_until(lambda: _healthy(self.base_url), 120, "the API to answer /healthz", self)
 
-    def start_worker(self) -> subprocess.Popen:
-        """A worker process, returned once it consumes its queues."""
+    def start_worker(self, wrap: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> subprocess.Popen:
+        """A worker process, returned once it consumes its queues; ``extra`` are Celery worker options."""
         log = self.workdir / f"worker-{len(self.workers)}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=self.workdir, env=self.env,
+        proc = subprocess.Popen([*wrap, sys.executable, "-m", "worker", *extra], cwd=self.workdir, env=self.env,
                                 stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.workers.append(proc)
         wait_until(lambda: " ready." in log.read_text(errors="replace"), 120, f"{log.name} to be ready", self)
