@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from rapid_core.errors import ConfigError, DatasetError, GraderError, ModelError, RapidError
-from store.db import StoreUnavailable, is_transient
+from store.db import is_transient
 
 log = logging.getLogger("rapid.api")
 RETRY_AFTER_S = 5  # what a 503 asks the client to wait: a database restart or failover takes seconds
@@ -93,8 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body(err.message, err.type, err.param, err.code), status_code=err.status, headers=headers)
 
     @app.exception_handler(DBAPIError)
-    @app.exception_handler(StoreUnavailable)
-    async def _database(request: Request, err: Exception):
+    async def _database(request: Request, err: DBAPIError):
         if not is_transient(err):
             return await _unexpected(request, err)
         log.warning("database unavailable: %s", type(err).__name__)

@@ -25,7 +25,9 @@ class StoreUnavailable(Exception):
 
 def make_engine(settings: Settings) -> Engine:
     if settings.is_sqlite:
-        engine = create_engine(settings.database_url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            settings.database_url, connect_args={"check_same_thread": False, "timeout": 30}
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _record):  # WAL: the API reads while a worker writes
@@ -35,7 +37,9 @@ def make_engine(settings: Settings) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(settings.database_url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    return create_engine(
+        settings.database_url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -44,8 +48,6 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def is_transient(err: BaseException) -> bool:
     """A dropped connection, a restarting or unreachable server, a locked SQLite file: worth a retry."""
-    if isinstance(err, StoreUnavailable):
-        return True
     if isinstance(err, DBAPIError) and err.connection_invalidated:
         return True
     return isinstance(err, OperationalError | InterfaceError)
@@ -53,8 +55,9 @@ def is_transient(err: BaseException) -> bool:
 
 def transact(sessions: sessionmaker[Session], work: Callable[[Session], T], *, retry_for: float = 0.0) -> T:
     """Run ``work`` in one transaction and commit it. Transient errors are retried with backoff for up
-    to ``retry_for`` seconds (``work`` must be safe to run again: it is, being all-or-nothing), then
-    raise ``StoreUnavailable``, whose message names no SQL."""
+    to ``retry_for`` seconds (a failed transaction left nothing behind; the keyed writes of the
+    repositories make a retry after a commit whose answer was lost harmless too), then raise
+    ``StoreUnavailable``, whose message names no SQL."""
     deadline = time.monotonic() + retry_for
     delay = 0.2
     while True:
@@ -63,7 +66,7 @@ def transact(sessions: sessionmaker[Session], work: Callable[[Session], T], *, r
                 result = work(s)
                 s.commit()
                 return result
-        except (DBAPIError, StoreUnavailable) as err:
+        except DBAPIError as err:
             if not is_transient(err):
                 raise
             remaining = deadline - time.monotonic()
@@ -71,7 +74,9 @@ def transact(sessions: sessionmaker[Session], work: Callable[[Session], T], *, r
                 if retry_for <= 0:
                     raise
                 raise StoreUnavailable(f"The database was unreachable for {retry_for:.0f} s") from err
-            log.warning("database unavailable (%s); retrying in %.1f s", type(err).__name__, min(delay, remaining))
+            log.warning(
+                "database unavailable (%s); retrying in %.1f s", type(err).__name__, min(delay, remaining)
+            )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
 

@@ -28,7 +28,9 @@ def publish(sessions: sessionmaker[Session], celery: Celery, *, job_id: str | No
             older_than: float = 0.0) -> list[str]:  # fmt: skip
     """Publish the outbox rows (of one job, or all older than ``older_than`` seconds); returns their jobs.
     Raises the broker's error when it is unreachable: the rows not yet sent stay for the next drain."""
-    rows: list[Outbox] = transact(sessions, lambda s: Outboxes(s).pending(job_id=job_id, older_than=older_than))
+    rows: list[Outbox] = transact(
+        sessions, lambda s: Outboxes(s).pending(job_id=job_id, older_than=older_than)
+    )
     sent = []
     for row in rows:
         enqueue_job(celery, row.job_id, row.queue)
@@ -37,7 +39,9 @@ def publish(sessions: sessionmaker[Session], celery: Celery, *, job_id: str | No
     return sent
 
 
-def recover_lost(sessions: sessionmaker[Session], celery: Celery, suspects: set[str]) -> tuple[list[str], set[str]]:
+def recover_lost(
+    sessions: sessionmaker[Session], celery: Celery, suspects: set[str]
+) -> tuple[list[str], set[str]]:
     """Republish waiting jobs whose message is missing from the broker on this pass and the one before
     (``suspects``): a worker takes a message off the queue a moment before it takes the job's lease.
     Returns (republished jobs, this pass's suspects for the next call)."""

@@ -114,7 +114,10 @@ def reconcile_checkpoints(recorder: JobRecorder, artifacts: Artifacts, output_di
         if round_index not in recorded:
             shutil.rmtree(path)
             artifacts.delete(checkpoint_key(recorder.job_id, round_index))
-            _event(recorder, f"The checkpoint of round {round_index} was never recorded; it is dropped and redone")
+            _event(
+                recorder,
+                f"The checkpoint of round {round_index} was never recorded; it is dropped and redone",
+            )
 
 
 def _event(recorder: JobRecorder, message: str) -> None:
@@ -136,7 +139,10 @@ def _disk_full(err: Exception, output_dir: Path) -> bool:
 def failure(err: Exception, output_dir: Path) -> dict:
     """The job's ``error`` object: what went wrong, without SQL, paths of other jobs or stack frames."""
     if isinstance(err, StoreUnavailable):
-        code, message = "database_unavailable", f"{err}; the job stopped. Its records and checkpoints are kept."
+        code, message = (
+            "database_unavailable",
+            f"{err}; the job stopped. Its records and checkpoints are kept.",
+        )
     elif isinstance(err, SQLAlchemyError):
         code, message = "internal_error", f"The job store refused a write ({type(err).__name__})"
     elif _disk_full(err, output_dir):
@@ -152,7 +158,10 @@ def _fail(recorder: JobRecorder, error: dict) -> None:
     try:
         recorder.write(lambda s: Jobs(s).move(recorder.job_id, "fail", when=[Job.lease_owner == recorder.lease.owner],
                                               error=error, event=f"Job failed: {error['message']}", level="error"))  # fmt: skip
-    except (StoreUnavailable, Cancelled):  # still no database, or no longer ours: the lease runs out, a sweep requeues
+    except (
+        StoreUnavailable,
+        Cancelled,
+    ):  # still no database, or no longer ours: the lease runs out, a sweep requeues
         log.error("could not record the failure of job %s", recorder.job_id)
 
 

@@ -37,18 +37,24 @@ def _earlier(s: Session, project_id: str, key: str, digest: str) -> Job | None:
     """The job an earlier request with this idempotency key created; refused if its body differed."""
     job = Jobs(s).by_idempotency_key(project_id, key)
     if job is not None and job.request_hash != digest:
-        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different job request (job {job.id})")
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was used for a different job request (job {job.id})"
+        )
     return job
 
 
-def create_job(s: Session, rt: Runtime, project_id: str, req: JobCreate, idempotency_key: str | None = None) -> Job:
+def create_job(
+    s: Session, rt: Runtime, project_id: str, req: JobCreate, idempotency_key: str | None = None
+) -> Job:
     """Store the job and its outbox row in one transaction; ``deliver`` then publishes it. A retry with
     the same ``idempotency_key`` and body returns the job the first request created."""
     digest = request_hash(req.model_dump(mode="json")) if idempotency_key else None
     if idempotency_key and (earlier := _earlier(s, project_id, idempotency_key, digest)):
         return earlier
     training = get_file(s, project_id, req.training_file, "training_file")
-    validation = get_file(s, project_id, req.validation_file, "validation_file") if req.validation_file else None
+    validation = (
+        get_file(s, project_id, req.validation_file, "validation_file") if req.validation_file else None
+    )
     seed = req.seed if req.seed is not None else int(time.time()) % 2**31
     r = req.method.reinforcement
     config, queue = build_job_config(
@@ -136,7 +142,9 @@ def resume_job(s: Session, project_id: str, job_id: str) -> Job:
     return job
 
 
-def list_events(s: Session, project_id: str, job_id: str, after: str | None, limit: int) -> tuple[list[Event], bool]:
+def list_events(
+    s: Session, project_id: str, job_id: str, after: str | None, limit: int
+) -> tuple[list[Event], bool]:
     return Events(s).page(get_job(s, project_id, job_id).id, after, limit)
 
 

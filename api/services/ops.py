@@ -9,7 +9,10 @@ from store.repos import Jobs
 
 
 def readiness(rt: Runtime) -> dict[str, bool]:
-    return {"database": ping(rt.sessions), "broker": broker_reachable(rt.celery, timeout=rt.settings.broker_timeout)}
+    return {
+        "database": ping(rt.sessions),
+        "broker": broker_reachable(rt.celery, timeout=rt.settings.broker_timeout),
+    }
 
 
 def job_counts(rt: Runtime) -> dict[str, int]:

@@ -62,8 +62,20 @@ class OwnPostgres:
         subprocess.run([*self.as_user, *cmd], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", options, "-w", "start")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
@@ -174,7 +186,9 @@ class Stack:
 
     def upload(self, path: Path) -> str:
         with self.http() as http, path.open("rb") as f:
-            response = http.post("/v1/files", files={"file": ("train.jsonl", f)}, data={"purpose": "fine-tune"})
+            response = http.post(
+                "/v1/files", files={"file": ("train.jsonl", f)}, data={"purpose": "fine-tune"}
+            )
         assert response.status_code == 200, response.text
         return response.json()["id"]
 
@@ -182,7 +196,9 @@ class Stack:
         body = {"model": "tiny-random", "training_file": file_id, "seed": 1, "method": {"type": "reinforcement",
                 "reinforcement": {"grader": GRADER, "hyperparameters": tiny_hyperparameters(**hyper)}}}  # fmt: skip
         with self.http() as http:
-            response = http.post("/v1/fine_tuning/jobs", json=body, headers={"Idempotency-Key": key} if key else {})
+            response = http.post(
+                "/v1/fine_tuning/jobs", json=body, headers={"Idempotency-Key": key} if key else {}
+            )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -197,7 +213,9 @@ class Stack:
         self.service.stop()
 
 
-def make_stack(pg: OwnPostgres, broker: OwnRedis, workdir: Path, api_wrap: tuple[str, ...] = (), **settings) -> Stack:
+def make_stack(
+    pg: OwnPostgres, broker: OwnRedis, workdir: Path, api_wrap: tuple[str, ...] = (), **settings
+) -> Stack:
     """A migrated database, the API and a key; the caller starts the workers it wants. Short leases and
     sweeps, so that recovery shows within seconds."""
     database = f"faults_{uuid.uuid4().hex[:10]}"

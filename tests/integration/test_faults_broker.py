@@ -49,12 +49,16 @@ def test_redis_restart_loses_no_queued_job(stack, own_redis, training_file, tmp_
     assert stack.wait(queued)["status"] == "succeeded", stack.service.logs()
     artifacts = tmp_path / "artifacts"
     assert_records_once(stack.database_url, running, artifacts, rounds=6, steps_per_round=STEPS, final=True)
-    rec = assert_records_once(stack.database_url, queued, artifacts, rounds=3, steps_per_round=STEPS, final=True)
+    rec = assert_records_once(
+        stack.database_url, queued, artifacts, rounds=3, steps_per_round=STEPS, final=True
+    )
     assert sum(m.startswith("Job running on worker") for m in rec["events"]) == 1
     print(f"\n[fault] redis restart, queued job behind a running one: republished after {recovery:.1f} s")
 
 
-def test_frozen_redis_answers_job_creation_at_once_and_delivers_the_job_later(stack, own_redis, training_file):
+def test_frozen_redis_answers_job_creation_at_once_and_delivers_the_job_later(
+    stack, own_redis, training_file
+):
     stack.service.start_worker()
     own_redis.freeze()
     try:
@@ -68,12 +72,18 @@ def test_frozen_redis_answers_job_creation_at_once_and_delivers_the_job_later(st
     finally:
         own_redis.thaw()
     assert job["status"] == "queued" and answered < 3.0, answered
-    delivered = timed(lambda: stack.job(job["id"])["status"] != "queued", 120, "the job to be delivered", stack.service)
+    delivered = timed(
+        lambda: stack.job(job["id"])["status"] != "queued", 120, "the job to be delivered", stack.service
+    )
     assert stack.wait(job["id"])["status"] == "succeeded", stack.service.logs()
-    print(f"\n[fault] redis frozen at job creation: answered in {answered:.2f} s, delivered {delivered:.1f} s after thaw")
+    print(
+        f"\n[fault] redis frozen at job creation: answered in {answered:.2f} s, delivered {delivered:.1f} s after thaw"
+    )
 
 
-def test_job_committed_by_an_api_that_dies_before_publishing_is_delivered_once(stack, training_file, tmp_path):
+def test_job_committed_by_an_api_that_dies_before_publishing_is_delivered_once(
+    stack, training_file, tmp_path
+):
     """The API commits the job and its outbox row, then cannot publish (its broker address answers
     nothing) and is killed: the state a crash between commit and publish leaves. The client, which
     never got an answer it trusts, retries with its idempotency key against the restarted API."""
@@ -90,11 +100,15 @@ def test_job_committed_by_an_api_that_dies_before_publishing_is_delivered_once(s
     service.start_worker()
     again = stack.create(training_file, key="retry-me")
     assert again["id"] == job["id"]  # the retry is the same job, not a second one
-    delivered = timed(lambda: stack.job(job["id"])["status"] != "queued", 120, "the outbox to deliver the job", service)
+    delivered = timed(
+        lambda: stack.job(job["id"])["status"] != "queued", 120, "the outbox to deliver the job", service
+    )
     assert stack.wait(job["id"])["status"] == "succeeded", service.logs()
     with stack.http() as http:
         assert [j["id"] for j in http.get("/v1/fine_tuning/jobs").json()["data"]] == [job["id"]]
     rec = assert_records_once(stack.database_url, job["id"], tmp_path / "artifacts", rounds=3, steps_per_round=STEPS,
                               final=True)  # fmt: skip
     assert sum(m.startswith("Job running on worker") for m in rec["events"]) == 1
-    print(f"\n[fault] API killed between commit and publish: delivered {delivered:.1f} s after a worker was up")
+    print(
+        f"\n[fault] API killed between commit and publish: delivered {delivered:.1f} s after a worker was up"
+    )

@@ -61,7 +61,9 @@ def test_connections_reset_for_4_seconds_mid_job_do_not_fail_it(stack_factory, o
 def test_postgres_restart_mid_job_answers_503_then_the_job_resumes(stack_factory, own_postgres, tmp_path):
     stack, file_id = stack_factory()
     job_id = stack.create(file_id, rounds=8, eval_problems=0)["id"]
-    wait_until(lambda: records(stack.database_url, job_id)["checkpoints"], 240, "a first checkpoint", stack.service)
+    wait_until(
+        lambda: records(stack.database_url, job_id)["checkpoints"], 240, "a first checkpoint", stack.service
+    )
     own_postgres.stop()
     try:
         with httpx.Client(base_url=stack.service.base_url, headers={"Authorization": f"Bearer {stack.key}"},
@@ -89,10 +91,14 @@ def test_postgres_restart_mid_job_answers_503_then_the_job_resumes(stack_factory
           f"({'resumed from a checkpoint' if resumed else 'same worker'}), finished {time.monotonic() - back:.0f} s later")  # fmt: skip
 
 
-def test_an_outage_longer_than_the_retry_window_fails_the_job_without_sql(stack_factory, own_postgres, tmp_path):
+def test_an_outage_longer_than_the_retry_window_fails_the_job_without_sql(
+    stack_factory, own_postgres, tmp_path
+):
     stack, file_id = stack_factory(db_retry_seconds=6, lease_seconds=60)  # the lease outlives the outage
     job_id = stack.create(file_id, rounds=200, eval_problems=0)["id"]
-    wait_until(lambda: records(stack.database_url, job_id)["checkpoints"], 240, "a first checkpoint", stack.service)
+    wait_until(
+        lambda: records(stack.database_url, job_id)["checkpoints"], 240, "a first checkpoint", stack.service
+    )
     own_postgres.stop()
     time.sleep(9)  # past the worker's 6 s of retries, within the 6 s it retries recording the failure
     own_postgres.start()
@@ -103,4 +109,6 @@ def test_an_outage_longer_than_the_retry_window_fails_the_job_without_sql(stack_
     rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=None, steps_per_round=STEPS,
                               final=False)  # fmt: skip
     assert rec["checkpoints"]  # what it trained is kept
-    print(f"\n[fault] PostgreSQL down 9 s with a 6 s retry window: job failed cleanly: {done['error']['message']}")
+    print(
+        f"\n[fault] PostgreSQL down 9 s with a 6 s retry window: job failed cleanly: {done['error']['message']}"
+    )

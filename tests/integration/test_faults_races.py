@@ -36,7 +36,12 @@ def fire(stack, calls: list[tuple[str, str]]) -> list[int]:
         with stack.http() as http:
             barrier.wait()
             response = http.post(f"/v1/fine_tuning/jobs/{job_id}/{action}")
-        assert response.status_code == 200 or set(response.json()["error"]) == {"message", "type", "param", "code"}
+        assert response.status_code == 200 or set(response.json()["error"]) == {
+            "message",
+            "type",
+            "param",
+            "code",
+        }
         return response.status_code
 
     with ThreadPoolExecutor(len(calls)) as pool:
@@ -97,11 +102,17 @@ def test_cancel_or_pause_while_a_job_finishes_is_honoured_or_refused_never_both(
                        or count(stack.events(j), "Training stopped"), 120, "the worker to stop", stack.service)  # fmt: skip
             rec = records(stack.database_url, job_id)
             assert rec["job"]["status"] == {"cancel": "cancelled", "pause": "paused"}[action]
-            assert rec["job"]["fine_tuned_model"] is None and not any(final for _, final, _ in rec["checkpoints"])
+            assert rec["job"]["fine_tuned_model"] is None and not any(
+                final for _, final, _ in rec["checkpoints"]
+            )
         if action == "pause" and code == 200:
-            wait_until(lambda j=job_id: fire(stack, [(j, "resume")]) == [200], 120, "the resume", stack.service)
+            wait_until(
+                lambda j=job_id: fire(stack, [(j, "resume")]) == [200], 120, "the resume", stack.service
+            )
         done = stack.wait(job_id)
-        expected = {("cancel", 200): "cancelled", ("pause", 200): "succeeded"}.get((action, code), "succeeded")
+        expected = {("cancel", 200): "cancelled", ("pause", 200): "succeeded"}.get(
+            (action, code), "succeeded"
+        )
         assert done["status"] == expected, (action, code, done)
         rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts",
                                   rounds=None if expected == "cancelled" else 2, steps_per_round=STEPS,
@@ -109,5 +120,7 @@ def test_cancel_or_pause_while_a_job_finishes_is_honoured_or_refused_never_both(
         assert (done["fine_tuned_model"] is None) == (expected == "cancelled")
         if code == 400:  # it had succeeded first: the refusal says so and changes nothing
             assert stack.job(job_id)["status"] == "succeeded"
-        seen.append((action, code, "finished first" if count(rec["events"], "Training finished, but") else ""))
+        seen.append(
+            (action, code, "finished first" if count(rec["events"], "Training finished, but") else "")
+        )
     print(f"\n[races] cancel / pause while a job finishes: {seen}")

@@ -62,7 +62,9 @@ def test_full_disk_under_the_worker_fails_the_job_clearly(stack, tmp_path):
     rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=None, steps_per_round=STEPS,
                               final=False)  # fmt: skip
     assert rec["rounds"] and rec["events"][-1].startswith("Job failed")
-    print(f"\n[fault] worker disk full: job failed with {done['error']['code']!r} after {len(rec['rounds'])} rounds")
+    print(
+        f"\n[fault] worker disk full: job failed with {done['error']['code']!r} after {len(rec['rounds'])} rounds"
+    )
 
 
 def test_full_disk_under_the_api_answers_507_and_leaves_nothing_behind(own_postgres, own_redis, tmp_path):
@@ -70,7 +72,9 @@ def test_full_disk_under_the_api_answers_507_and_leaves_nothing_behind(own_postg
     stack = make_stack(own_postgres, own_redis, tmp_path, api_wrap=tuple(small_disk(artifacts, "1m")))
     try:
         big = tmp_path / "big.jsonl"
-        big.write_text('{"messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}\n' * 50_000)  # 3.4 MB
+        big.write_text(
+            '{"messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}\n' * 50_000
+        )  # 3.4 MB
         with stack.http() as http, big.open("rb") as f:
             response = http.post("/v1/files", files={"file": ("big.jsonl", f)}, data={"purpose": "fine-tune"})
             assert response.status_code == 507, response.text

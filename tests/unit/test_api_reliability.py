@@ -46,9 +46,14 @@ def test_a_retried_create_with_the_same_idempotency_key_returns_the_same_job(api
     first = api_client.post("/v1/fine_tuning/jobs", json=job_body(file_id), headers={"Idempotency-Key": "k1"})
     again = api_client.post("/v1/fine_tuning/jobs", json=job_body(file_id), headers={"Idempotency-Key": "k1"})
     assert first.status_code == again.status_code == 200 and first.json()["id"] == again.json()["id"]
-    other = api_client.post("/v1/fine_tuning/jobs", json=job_body(file_id, seed=2), headers={"Idempotency-Key": "k1"})
+    other = api_client.post(
+        "/v1/fine_tuning/jobs", json=job_body(file_id, seed=2), headers={"Idempotency-Key": "k1"}
+    )
     assert other.status_code == 422, other.text
-    assert other.json()["error"]["code"] == "idempotency_key_reused" and first.json()["id"] in other.json()["error"]["message"]
+    assert (
+        other.json()["error"]["code"] == "idempotency_key_reused"
+        and first.json()["id"] in other.json()["error"]["message"]
+    )
     assert len(api_client.get("/v1/fine_tuning/jobs").json()["data"]) == 1
     assert queued_messages(api_client) == [first.json()["id"]]  # published once
     api_client.post("/v1/fine_tuning/jobs", json=job_body(file_id), headers={"Idempotency-Key": "k2"})
