@@ -113,7 +113,9 @@ def test_succeed_is_refused_once_a_job_is_paused_or_cancelled(session):
         assert job.status in ("paused", "cancelled") and job.fine_tuned_model is None
 
 
-def test_concurrent_cancel_and_pause_have_exactly_one_winner(tmp_path):
+def test_concurrent_cancels_and_a_pause_tell_the_truth(tmp_path):
+    """Two cancels and a pause at once: one cancel wins; the pause wins only if it came first (a paused
+    job can still be cancelled); every winner, and only a winner, wrote its event; cancelled is final."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade(url)
     sessions = make_sessionmaker(make_engine(Settings(database_url=url)))
@@ -130,9 +132,10 @@ def test_concurrent_cancel_and_pause_have_exactly_one_winner(tmp_path):
     with sessions() as s:
         for job_id in ids:
             won = [m for j, m, f in results if j == job_id and f.result()]
-            assert len(won) == 1, won
-            events = [e.message for e in Events(s).page(job_id, None, 10)[0]]
-            assert events == won and Jobs(s).status(job_id) == {"cancel": "cancelled", "pause": "paused"}[won[0]]
+            assert won.count("cancel") == 1, won
+            events = [e.message for e in Events(s).page(job_id, None, 10)[0]][::-1]
+            assert events == (["pause", "cancel"] if "pause" in won else ["cancel"]), events
+            assert Jobs(s).status(job_id) == "cancelled"
 
 
 def test_transact_rides_out_a_locked_database_and_gives_up_after_its_window(tmp_path):
