@@ -25,6 +25,7 @@ from store.repos import Keys
 from store.settings import get_settings
 
 log = logging.getLogger("rapid.serve")
+KEEP_ALIVE_S = 75
 
 
 class WorkerSupervisor:
@@ -79,7 +80,9 @@ def serve_main(argv: list[str] | None = None) -> int:
     app = create_app(settings)
     if supervisor:
         _stop_with_app(app, supervisor)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # Keep idle connections longer than clients do (httpx, hence openai, drops them after 5 s): with
+    # both at 5 s, a client reusing a connection as the server closes it gets a reset (bench/api_load.py).
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=KEEP_ALIVE_S)
     return 0
 
 

@@ -12,12 +12,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from rapid_core.errors import ConfigError, DatasetError, GraderError, ModelError, RapidError
+from store.db import is_transient
 
 log = logging.getLogger("rapid.api")
+RETRY_AFTER_S = 5  # what a 503 asks the client to wait: a database restart or failover takes seconds
 
 
 class ApiError(Exception):
@@ -59,6 +62,15 @@ class TooManyRequests(ApiError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class IdempotencyKeyReused(ApiError):
+    """The IETF Idempotency-Key draft's answer to a key reused with a different request."""
+
+    status = 422
+
+    def __init__(self, message: str):
+        super().__init__(message, "Idempotency-Key", "idempotency_key_reused")
+
+
 class Unavailable(ApiError):
     status = 503
     type = "server_error"
@@ -92,7 +104,17 @@ def _core_error(err: RapidError) -> tuple[str | None, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, err: ApiError):
-        return JSONResponse(body(err.message, err.type, err.param, err.code), err.status, err.headers)
+        headers = err.headers or ({"Retry-After": str(RETRY_AFTER_S)} if err.status == 503 else None)
+        return JSONResponse(body(err.message, err.type, err.param, err.code), status_code=err.status, headers=headers)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, err: DBAPIError):
+        if not is_transient(err):
+            return await _unexpected(request, err)
+        log.warning("database unavailable: %s", type(err).__name__)
+        return JSONResponse(body("The database is unavailable; retry shortly", "server_error", None,
+                                 "database_unavailable"), status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
 
     @app.exception_handler(RapidError)
     async def _core(_: Request, err: RapidError):

@@ -3,12 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# bubblewrap isolates untrusted code (graders); util-linux gives setpriv / prlimit; wordnet-base is
-# the WordNet database METEOR (text_similarity) reads; docker-compose lets the tests check
-# docker/compose.yaml where no Docker engine runs; Chromium and its driver run the dashboard's
-# browser test (Selenium drives the system browser, nothing is downloaded).
+# bubblewrap isolates untrusted code (graders); util-linux gives setpriv / prlimit (and unshare / runuser
+# for the fault-injection tests, which also start PostgreSQL and Redis servers of their own); wordnet-base
+# is the WordNet database METEOR (text_similarity) reads; docker-compose lets the tests check
+# docker/compose.yaml where no Docker engine runs; Chromium and its driver run the dashboard's browser
+# test (Selenium drives the system browser, nothing is downloaded).
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap util-linux)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || missing+=(chromium chromium-driver)

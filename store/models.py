@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models: projects and API keys, files, jobs, events, metrics, checkpoints.
+"""SQLAlchemy 2 models: projects and API keys, files, jobs, the outbox, events, metrics, checkpoints.
 
 Public objects carry an OpenAI-style string ``id`` and an integer ``seq`` that orders pages.
 Times are Unix seconds (int), as in OpenAI's objects; a job's lease expiry is a float.
@@ -62,6 +62,10 @@ class File(Base):
     fields: Mapped[list[Any]] = mapped_column(default=list)  # record keys present in every line
     storage_key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))  # the client's, per project
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # what that key was used for
+
+    __table_args__ = (Index("uq_files_project_idempotency_key", "project_id", "idempotency_key", unique=True),)
 
 
 class Job(Base):
@@ -89,6 +93,21 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(120))
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("uq_jobs_project_idempotency_key", "project_id", "idempotency_key", unique=True),)
+
+
+class Outbox(Base):
+    """A job message still to publish. It commits in the transaction that makes the job need a worker
+    (create, resume, requeue), so a committed job is always delivered (transactional outbox)."""
+
+    __tablename__ = "outbox"
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    queue: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class Event(Base):

@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from store.models import TERMINAL, ApiKey, Checkpoint, Event, File, Job, Metric, Project, now
+from store.models import TERMINAL, ApiKey, Checkpoint, Event, File, Job, Metric, Outbox, Project, now
 
 
 def hash_key(key: str) -> str:
@@ -87,12 +87,30 @@ class Files:
     def get(self, project_id: str, file_id: str) -> File | None:
         return self.s.scalar(select(File).where(File.id == file_id, File.project_id == project_id))
 
+    def by_id(self, file_id: str) -> File | None:
+        return self.s.scalar(select(File).where(File.id == file_id))
+
+    def by_idempotency_key(self, project_id: str, key: str) -> File | None:
+        return self.s.scalar(select(File).where(File.project_id == project_id, File.idempotency_key == key))
+
     def page(self, project_id: str, after: str | None, limit: int, newest_first: bool = True) -> tuple[list[File], bool]:
         return _page(self.s, File, File.project_id == project_id, after, limit, newest_first)
 
     def delete(self, file: File) -> None:
         self.s.delete(file)
         self.s.flush()
+
+
+# Every status change a job can make: move -> (the statuses it may leave, the status it enters).
+MOVES: dict[str, tuple[frozenset[str], str]] = {
+    "start": (frozenset({"queued", "running"}), "running"),  # the lease holder runs it (again, after a crash)
+    "requeue": (frozenset({"queued", "running"}), "queued"),  # its worker died: another one resumes it
+    "succeed": (frozenset({"running"}), "succeeded"),
+    "fail": (frozenset({"queued", "running"}), "failed"),
+    "cancel": (frozenset({"validating_files", "queued", "running", "paused"}), "cancelled"),
+    "pause": (frozenset({"queued", "running"}), "paused"),
+    "resume": (frozenset({"paused"}), "queued"),
+}
 
 
 class Jobs:
@@ -109,6 +127,9 @@ class Jobs:
 
     def by_id(self, job_id: str) -> Job | None:
         return self.s.scalar(select(Job).where(Job.id == job_id))
+
+    def by_idempotency_key(self, project_id: str, key: str) -> Job | None:
+        return self.s.scalar(select(Job).where(Job.project_id == project_id, Job.idempotency_key == key))
 
     def page(self, project_id: str, after: str | None, limit: int, metadata: dict[str, str] | None = None,
              *, without_metadata: bool = False) -> tuple[list[Job], bool]:  # fmt: skip
@@ -129,15 +150,39 @@ class Jobs:
     def status(self, job_id: str) -> str | None:
         return self.s.scalar(select(Job.status).where(Job.id == job_id))
 
-    def set_status(self, job_id: str, status: str, *, only_from: Sequence[str], **values: Any) -> bool:
-        """Move a job to ``status`` if it is in one of ``only_from``; False if it was not."""
+    def status_and_owner(self, job_id: str) -> tuple[str, str | None] | None:
+        row = self.s.execute(select(Job.status, Job.lease_owner).where(Job.id == job_id)).first()
+        return (row[0], row[1]) if row else None
+
+    def move(
+        self, job_id: str, move: str, *, when: Sequence[ColumnElement[bool]] = (), event: str | None = None,
+        level: str = "info", **values: Any,
+    ) -> bool:  # fmt: skip
+        """The one door through which a job's status changes, for the API and the worker alike: a
+        compare-and-set ``UPDATE jobs ... WHERE id = :id AND status IN (allowed) [AND when]``. True if
+        this call won; only then is ``event`` written, in the same transaction, so a lost race leaves
+        no trace and never overwrites the winner."""
+        allowed, status = MOVES[move]
+        if status in TERMINAL:
+            values.setdefault("finished_at", now())
         result = self.s.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(only_from)).values(status=status, **values)
+            update(Job).where(Job.id == job_id, Job.status.in_(allowed), *when).values(status=status, **values),
+            execution_options={"synchronize_session": False},  # loaded rows may be stale: re-read them
         )
-        return result.rowcount == 1
+        won = result.rowcount == 1
+        if won and event:
+            Events(self.s).add(job_id, event, level=level)
+        return won
 
     def count_by_status(self) -> dict[str, int]:
         return dict(self.s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+
+    def using_file(self, file_id: str) -> str | None:
+        """A job that has not finished and reads the file, if any."""
+        q = select(Job.id).where(
+            or_(Job.training_file == file_id, Job.validation_file == file_id), Job.status.not_in(TERMINAL)
+        )
+        return self.s.scalar(q.limit(1))
 
     # --- the lease: one live worker runs a job; a dead worker's job is taken over ----------------
     def acquire_lease(self, job_id: str, owner: str, seconds: float) -> bool:
@@ -149,29 +194,70 @@ class Jobs:
                 Job.status.not_in(TERMINAL | {"paused"}),
                 or_(Job.lease_owner.is_(None), Job.lease_owner == owner, Job.lease_expires_at < t),
             )
-            .values(lease_owner=owner, lease_expires_at=t + seconds, attempts=Job.attempts + 1)
+            .values(lease_owner=owner, lease_expires_at=t + seconds, attempts=Job.attempts + 1),
+            execution_options={"synchronize_session": False},
         )
         return result.rowcount == 1
 
     def renew_lease(self, job_id: str, owner: str, seconds: float) -> bool:
+        """Extend the lease if ``owner`` still holds it; False means another worker took the job over."""
         result = self.s.execute(
             update(Job)
             .where(Job.id == job_id, Job.lease_owner == owner)
-            .values(lease_expires_at=time.time() + seconds)
+            .values(lease_expires_at=time.time() + seconds),
+            execution_options={"synchronize_session": False},
         )
         return result.rowcount == 1
 
     def release_lease(self, job_id: str, owner: str) -> None:
         self.s.execute(
-            update(Job).where(Job.id == job_id, Job.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
+            update(Job).where(Job.id == job_id, Job.lease_owner == owner).values(lease_owner=None, lease_expires_at=None),
+            execution_options={"synchronize_session": False},
         )
 
-    def orphaned(self) -> list[str]:
-        """Jobs a worker was running whose lease ran out: that worker is gone."""
-        q = select(Job.id).where(
+    def orphaned(self) -> list[tuple[str, str]]:
+        """(job id, owner) of jobs whose worker stopped renewing the lease: that worker is gone."""
+        q = select(Job.id, Job.lease_owner).where(
             Job.status.in_(("queued", "running")), Job.lease_owner.is_not(None), Job.lease_expires_at < time.time()
         )
+        return [(row[0], row[1]) for row in self.s.execute(q)]
+
+    def requeue_orphan(self, job_id: str, owner: str) -> bool:
+        """Hand a dead worker's job to the queue again (with its message in the outbox)."""
+        won = self.move(
+            job_id, "requeue", when=[Job.lease_owner == owner, Job.lease_expires_at < time.time()],
+            event=f"Worker {owner} stopped answering; job requeued to resume", level="warn",
+            lease_owner=None, lease_expires_at=None,
+        )  # fmt: skip
+        if won:
+            Outboxes(self.s).add(job_id, self.s.scalar(select(Job.queue).where(Job.id == job_id)))
+        return won
+
+    def waiting(self) -> list[str]:
+        """Queued jobs no worker has taken and no outbox row will publish: their message must be in the broker."""
+        pending = exists().where(Outbox.job_id == Job.id)
+        q = select(Job.id).where(Job.status == "queued", Job.lease_owner.is_(None), ~pending)
         return list(self.s.scalars(q))
+
+
+class Outboxes:
+    """The transactional outbox: job messages to publish, written with the change that needs them."""
+
+    def __init__(self, session: Session):
+        self.s = session
+
+    def add(self, job_id: str, queue: str) -> None:
+        self.s.add(Outbox(job_id=job_id, queue=queue))
+        self.s.flush()
+
+    def pending(self, *, job_id: str | None = None, older_than: float = 0.0) -> list[Outbox]:
+        q = select(Outbox).where(Outbox.created_at <= time.time() - older_than)
+        if job_id is not None:
+            q = q.where(Outbox.job_id == job_id)
+        return list(self.s.scalars(q.order_by(Outbox.seq)))
+
+    def done(self, seq: int) -> None:
+        self.s.execute(delete(Outbox).where(Outbox.seq == seq))
 
 
 class Events:
@@ -192,7 +278,11 @@ class Metrics:
     def __init__(self, session: Session):
         self.s = session
 
-    def add(self, job_id: str, kind: str, values: dict[str, Any], *, step=None, round=None, phase=None) -> None:
+    def put(self, job_id: str, kind: str, values: dict[str, Any], *, step=None, round=None, phase=None) -> None:
+        """Record one step (by step), round (by round) or eval (by phase), replacing an earlier record
+        of the same one: a retried or redone write leaves exactly one row."""
+        key = {"step": Metric.step == step, "round": Metric.round == round, "eval": Metric.phase == phase}[kind]
+        self.s.execute(delete(Metric).where(Metric.job_id == job_id, Metric.kind == kind, key))
         self.s.add(Metric(job_id=job_id, kind=kind, values=values, step=step, round=round, phase=phase))
 
     def drop_from_round(self, job_id: str, round_index: int) -> None:
@@ -222,7 +312,13 @@ class Checkpoints:
     def __init__(self, session: Session):
         self.s = session
 
-    def add(self, ckpt: Checkpoint) -> Checkpoint:
+    def put(self, ckpt: Checkpoint) -> Checkpoint:
+        """Record a checkpoint, replacing an earlier one of the same round (a resumed run redid it)."""
+        self.s.execute(
+            delete(Checkpoint).where(
+                Checkpoint.job_id == ckpt.job_id, Checkpoint.round == ckpt.round, Checkpoint.final == ckpt.final
+            )
+        )
         self.s.add(ckpt)
         self.s.flush()
         return ckpt
@@ -234,16 +330,9 @@ class Checkpoints:
         q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.final.desc(), Checkpoint.seq.desc())
         return self.s.scalar(q.limit(1))
 
-    def for_round(self, job_id: str, round_index: int) -> Checkpoint | None:
-        q = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.round == round_index, ~Checkpoint.final)
-        return self.s.scalar(q)
+    def rounds(self, job_id: str) -> set[int]:
+        """Rounds with a recorded (not final) checkpoint."""
+        return set(self.s.scalars(select(Checkpoint.round).where(Checkpoint.job_id == job_id, ~Checkpoint.final)))
 
     def page(self, job_id: str, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
         return _page(self.s, Checkpoint, Checkpoint.job_id == job_id, after, limit)
-
-
-def touch(job: Job, **values: Any) -> None:
-    for k, v in values.items():
-        setattr(job, k, v)
-    if values.get("status") in TERMINAL and job.finished_at is None:
-        job.finished_at = now()

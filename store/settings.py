@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     default_queue: str = Field("cpu", description="Queue of jobs whose device is auto (cpu or cuda)")
     worker_queues: str = Field("", description="Queues a worker consumes; empty = cpu, plus cuda if present")
     lease_seconds: float = Field(60.0, gt=0, description="A job's lease; a worker renews it 4x as often")
+    broker_timeout: float = Field(
+        3.0, gt=0, description="Seconds a publish or a broker check may take before it counts as failed"
+    )
+    sweep_seconds: float = Field(
+        10.0, gt=0, description="How often each worker requeues orphaned jobs and publishes undelivered ones"
+    )
+    db_retry_seconds: float = Field(
+        90.0, ge=0, description="How long a worker retries the database through an outage before the job fails"
+    )
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Largest upload")
     max_request_bytes: int = Field(
         32 * 1024 * 1024, ge=1, description="Largest body of any other request (JSON); cut while it streams in"

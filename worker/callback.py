@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from rapid_core.callbacks import Callback
+from rapid_core.errors import Cancelled
 from rapid_core.graders.base import FAILURES
 from store.artifacts import Artifacts, put_directory_archive
+from store.db import transact
 from store.models import Checkpoint
 from store.repos import Checkpoints, Events, Jobs, Metrics
 
+log = logging.getLogger("rapid.worker")
 STOP_POLL_SECONDS = 0.25
 PERCENTILES = ("p50", "p90", "p99")
 
@@ -67,79 +72,94 @@ def grader_trouble(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
     return message, data
 
 
+class LeaseLost(Exception):
+    """Another worker took the job over: this one must stop without writing anything more."""
+
+
 class JobRecorder(Callback):
+    """Writes what the trainer reports. Every write is one transaction fenced by the job's lease (a
+    worker that lost the job writes nothing) and retried through a database outage of up to
+    ``retry_for`` seconds; the trainer waits meanwhile."""
+
     def __init__(self, job_id: str, sessions: sessionmaker[Session], artifacts: Artifacts, lease: LeaseKeeper,
-                 checkpoint_name: str):  # fmt: skip
+                 checkpoint_name: str, retry_for: float):  # fmt: skip
         self.job_id, self.sessions, self.artifacts, self.lease = job_id, sessions, artifacts, lease
-        self.checkpoint_name = checkpoint_name
+        self.checkpoint_name, self.retry_for = checkpoint_name, retry_for
         self.step = 0
         self.last_step: dict[str, Any] = {}
         self.last_round: dict[str, Any] = {}
-        self.tokens = 0
         self._polled_at = 0.0
         self._stop: str | None = None
 
+    def write(self, work: Callable[[Session], Any]) -> Any:
+        def fenced(s: Session) -> Any:
+            if not Jobs(s).renew_lease(self.job_id, self.lease.owner, self.lease.seconds):
+                raise LeaseLost
+            return work(s)
+
+        try:
+            return transact(self.sessions, fenced, retry_for=self.retry_for)
+        except LeaseLost:
+            self.lease.lost = True
+            raise Cancelled("cancel") from None
+
     def on_start(self, info: dict[str, Any]) -> None:
         info = jsonable(info)
-        resumed = info["start_round"]
-        with self.sessions() as s:
-            if resumed:
-                Metrics(s).drop_from_round(self.job_id, int(resumed))
-                message = f"Training resumed from the checkpoint of round {resumed}"
-            else:
-                message = "Training started"
+        resumed = int(info.get("start_round") or 0)
+
+        def record(s: Session) -> None:
+            Metrics(s).drop_from_round(self.job_id, resumed)  # rounds this run does (again)
+            message = f"Training resumed from the checkpoint of round {resumed}" if resumed else "Training started"
             Events(s).add(self.job_id, message, data=info)
-            s.commit()
+
+        self.write(record)
 
     def on_eval(self, phase: str, metrics: dict[str, Any]) -> None:
         metrics = jsonable(metrics)
-        with self.sessions() as s:
-            Metrics(s).add(self.job_id, "eval", metrics, phase=phase, step=self.step)
-            summary = _fmt(metrics, (*[k for k in metrics if k.startswith("pass@")], "mean_reward"))
+        summary = _fmt(metrics, (*[k for k in metrics if k.startswith("pass@")], "mean_reward"))
+
+        def record(s: Session) -> None:
+            Metrics(s).put(self.job_id, "eval", metrics, phase=phase, step=self.step)
             Events(s).add(self.job_id, f"Evaluation {phase}: {summary}", type="metrics", data=metrics)
-            s.commit()
+
+        self.write(record)
 
     def on_step(self, metrics: dict[str, Any]) -> None:
         metrics = jsonable(metrics)
         self.step = int(metrics.get("step", self.step + 1))
         self.last_step = metrics
-        with self.sessions() as s:
-            Metrics(s).add(self.job_id, "step", metrics, step=self.step, round=metrics.get("round"))
-            s.commit()
+        self.write(lambda s: Metrics(s).put(self.job_id, "step", metrics, step=self.step, round=metrics.get("round")))
 
     def on_round(self, metrics: dict[str, Any]) -> None:
         metrics = jsonable(metrics)
         self.last_round = metrics
         round_index = metrics.get("round")
-        with self.sessions() as s:
-            Metrics(s).add(self.job_id, "round", metrics, step=self.step, round=round_index)
-            summary = _fmt(metrics, ("reward_mean", "accuracy", "frac_zero_std", "samples_per_s"))
+        summary = _fmt(metrics, ("reward_mean", "accuracy", "frac_zero_std", "samples_per_s"))
+        trouble = grader_trouble(metrics)
+
+        def record(s: Session) -> None:
+            Metrics(s).put(self.job_id, "round", metrics, step=self.step, round=round_index)
             Events(s).add(self.job_id, f"Round {round_index}: {summary}", type="metrics", data=metrics)
-            trouble = grader_trouble(metrics)
             if trouble:
                 Events(s).add(self.job_id, trouble[0], level="warn", data=trouble[1])
-            s.commit()
+
+        self.write(record)
 
     def on_checkpoint(self, path: Path, round_index: int) -> None:
-        key = f"jobs/{self.job_id}/checkpoints/round-{round_index:06d}.tar.gz"
+        # The trainer's directory exists first, then the archive, then the row: a directory or an
+        # archive without a row is removed when the job resumes (runner.reconcile_checkpoints).
+        key = checkpoint_key(self.job_id, round_index)
         put_directory_archive(self.artifacts, key, Path(path) / "adapter")
-        self.record_checkpoint(key, round_index, final=False)
+        self.write(lambda s: self.record_checkpoint(s, key, round_index, final=False))
 
-    def record_checkpoint(self, key: str, round_index: int, *, final: bool) -> None:
+    def record_checkpoint(self, s: Session, key: str, round_index: int, *, final: bool) -> None:
         merged = {**self.last_round, **self.last_step}
         metrics = {k: v for k, v in merged.items() if isinstance(v, int | float) and k != "round"}
-        with self.sessions() as s:
-            repo = Checkpoints(s)
-            old = None if final else repo.for_round(self.job_id, round_index)
-            if old is not None:  # a resumed run redid this round: the newer checkpoint wins
-                s.delete(old)
-                s.flush()
-            suffix = "final" if final else f"ckpt-step-{self.step}"
-            repo.add(Checkpoint(job_id=self.job_id, round=round_index, step_number=self.step, final=final,
-                                name=f"{self.checkpoint_name}:{suffix}", metrics=metrics, storage_key=key))  # fmt: skip
-            what = "Final adapter" if final else f"Checkpoint of round {round_index}"
-            Events(s).add(self.job_id, f"{what} saved at step {self.step}")
-            s.commit()
+        suffix = "final" if final else f"ckpt-step-{self.step}"
+        Checkpoints(s).put(Checkpoint(job_id=self.job_id, round=round_index, step_number=self.step, final=final,
+                                      name=f"{self.checkpoint_name}:{suffix}", metrics=metrics, storage_key=key))  # fmt: skip
+        what = "Final adapter" if final else f"Checkpoint of round {round_index}"
+        Events(s).add(self.job_id, f"{what} saved at step {self.step}")
 
     def should_stop(self) -> str | None:
         if self.lease.lost:
@@ -147,10 +167,17 @@ class JobRecorder(Callback):
         now = time.monotonic()
         if self._stop is None and now - self._polled_at >= STOP_POLL_SECONDS:
             self._polled_at = now
-            with self.sessions() as s:
-                status = Jobs(s).status(self.job_id)
-            self._stop = {"cancelled": "cancel", "paused": "pause"}.get(status or "cancelled")
+            found = transact(self.sessions, lambda s: Jobs(s).status_and_owner(self.job_id), retry_for=self.retry_for)
+            status, owner = found or ("cancelled", None)
+            if owner != self.lease.owner:
+                self.lease.lost = True
+                return "cancel"
+            self._stop = {"running": None, "paused": "pause"}.get(status, "cancel")
         return self._stop
+
+
+def checkpoint_key(job_id: str, round_index: int) -> str:
+    return f"jobs/{job_id}/checkpoints/round-{round_index:06d}.tar.gz"
 
 
 class LeaseKeeper:
@@ -169,18 +196,20 @@ class LeaseKeeper:
     def __exit__(self, *exc) -> None:
         self._done.set()
         self._thread.join()
-        with self.sessions() as s:
-            Jobs(s).release_lease(self.job_id, self.owner)
-            s.commit()
+        try:
+            transact(self.sessions, lambda s: Jobs(s).release_lease(self.job_id, self.owner), retry_for=self.seconds)
+        except Exception:  # the lease runs out by itself
+            log.warning("could not release the lease of %s", self.job_id)
 
     def _run(self) -> None:
-        while not self._done.wait(self.seconds / 4):
+        wait = self.seconds / 4
+        while not self._done.wait(wait):
             try:
-                with self.sessions() as s:
-                    renewed = Jobs(s).renew_lease(self.job_id, self.owner, self.seconds)
-                    s.commit()
-                if not renewed:
-                    self.lost = True
-                    return
-            except Exception:  # a database blip: try again at the next beat
+                renewed = transact(self.sessions, lambda s: Jobs(s).renew_lease(self.job_id, self.owner, self.seconds))
+            except Exception:  # a database blip: try again soon, before the lease runs out
+                wait = min(1.0, self.seconds / 4)
                 continue
+            wait = self.seconds / 4
+            if not renewed:
+                self.lost = True
+                return

@@ -1,7 +1,9 @@
-"""Requeues jobs whose worker died: their lease ran out while they were queued or running.
+"""Keeps every committed job moving: each pass requeues jobs whose worker died (their lease ran
+out), publishes outbox rows nobody published (the API died after its commit, or the broker was down),
+and republishes queued jobs whose message the broker lost.
 
-Every worker runs this in a background thread; the compare-and-set in the store lets exactly one
-of them requeue a given job, and the job's lease keeps duplicate messages harmless.
+Every worker runs this in a background thread of its main process. The compare-and-set in the store
+lets exactly one of them requeue a given job; a message published twice is harmless (the job's lease).
 """
 
 from __future__ import annotations
@@ -10,47 +12,51 @@ import logging
 import threading
 
 from celery import Celery
-from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
 
-from store.broker import enqueue_job
-from store.db import make_engine, make_sessionmaker
-from store.models import Job
-from store.repos import Events, Jobs
+from store.db import transact
+from store.dispatch import publish, recover_lost
+from store.repos import Jobs
 from store.settings import Settings
 
 log = logging.getLogger("rapid.worker")
+OUTBOX_GRACE_S = 5.0  # the API publishes its own rows at once; the sweeper takes those it did not
 
 
-def sweep_once(sessions, celery: Celery) -> list[str]:
+def requeue_orphans(sessions: sessionmaker[Session], celery: Celery) -> list[str]:
     requeued = []
-    with sessions() as s:
-        for job_id in Jobs(s).orphaned():
-            job = Jobs(s).by_id(job_id)
-            taken = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == job.lease_owner, Job.status.in_(("queued", "running")))
-                .values(lease_owner=None, lease_expires_at=None, status="queued")
-            )
-            if taken.rowcount != 1:
-                continue
-            Events(s).add(job_id, f"Worker {job.lease_owner} stopped answering; job requeued to resume", level="warn")
-            s.commit()
-            enqueue_job(celery, job_id, job.queue)
+    for job_id, owner in transact(sessions, lambda s: Jobs(s).orphaned()):
+        if transact(sessions, lambda s, j=job_id, o=owner: Jobs(s).requeue_orphan(j, o)):
+            publish(sessions, celery, job_id=job_id)
             requeued.append(job_id)
     return requeued
 
 
-def start(celery: Celery, settings: Settings) -> threading.Thread:
-    sessions = make_sessionmaker(make_engine(settings))
+class Sweeper:
+    def __init__(self, sessions: sessionmaker[Session], celery: Celery):
+        self.sessions, self.celery = sessions, celery
+        self.suspects: set[str] = set()  # waiting jobs whose message was missing on the last pass
+
+    def sweep_once(self) -> None:
+        for job_id in requeue_orphans(self.sessions, self.celery):
+            log.warning("requeued orphaned job %s", job_id)
+        for job_id in publish(self.sessions, self.celery, older_than=OUTBOX_GRACE_S):
+            log.warning("published job %s from the outbox", job_id)
+        lost, self.suspects = recover_lost(self.sessions, self.celery, self.suspects)
+        for job_id in lost:
+            log.warning("republished job %s: the broker lost its message", job_id)
+
+
+def start(celery: Celery, settings: Settings, sessions: sessionmaker[Session]) -> threading.Thread:
+    sweeper = Sweeper(sessions, celery)
 
     def loop() -> None:
         while True:
             try:
-                for job_id in sweep_once(sessions, celery):
-                    log.warning("requeued orphaned job %s", job_id)
-            except Exception:
-                log.exception("sweep failed")
-            stop.wait(max(1.0, settings.lease_seconds / 2))
+                sweeper.sweep_once()
+            except Exception as err:  # the database or the broker is down: try again next time
+                log.warning("sweep failed: %s: %s", type(err).__name__, err)
+            stop.wait(settings.sweep_seconds)
 
     stop = threading.Event()
     thread = threading.Thread(target=loop, name="rapid-sweeper", daemon=True)

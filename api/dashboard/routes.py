@@ -111,7 +111,8 @@ def job_action(
         elif action == "pause":
             jobs.pause_job(s, project, job_id)
         else:
-            jobs.resume_job(s, rt, project, job_id)
+            jobs.resume_job(s, project, job_id)
+            jobs.deliver(rt, job_id)  # publish its outbox row now; a worker's sweep would otherwise
     except ApiError as err:
         s.rollback()
         return _job_page(request, s, project, job_id, error=err.message, status=err.status)

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import Runtime, project_id, runtime, session
-from api.errors import NotFound
 from api.request_checks import StrictRoute
 from api.routes import ERROR_RESPONSES
 from api.schemas import FileDeleted, FileList, FileObject, file_object, id_page
 from api.services import files
-from store.repos import Files, UnknownCursor
 
 router = APIRouter(prefix="/v1/files", tags=["files"], route_class=StrictRoute, responses=ERROR_RESPONSES)
 
 
 @router.post("", openapi_extra=files.UPLOAD_SCHEMA)
 async def create_file(
-    request: Request, rt: Runtime = Depends(runtime), s: Session = Depends(session), project: str = Depends(project_id)
-) -> FileObject:
-    """Multipart ``file`` and ``purpose``, read as they stream in (see ``files.receive_file``)."""
-    return file_object(await files.receive_file(request, s, rt.artifacts, rt.settings, project))
+    request: Request, rt: Runtime = Depends(runtime), s: Session = Depends(session), project: str = Depends(project_id),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1, max_length=255),
+) -> FileObject:  # fmt: skip
+    """Multipart ``file`` and ``purpose``, read as they stream in (see ``files.receive_file``). A retry
+    with the same Idempotency-Key and the same file returns the first upload."""
+    return file_object(await files.receive_file(request, s, rt.artifacts, rt.settings, project, idempotency_key))
 
 
 @router.get("")
@@ -35,10 +35,7 @@ def list_files(
 ) -> FileList:  # fmt: skip
     if purpose is not None and purpose not in files.PURPOSES:  # every file here is a fine-tune file
         return FileList(data=[], first_id=None, last_id=None, has_more=False)
-    try:
-        items, more = Files(s).page(project, after, limit, newest_first=order == "desc")
-    except UnknownCursor:
-        raise NotFound("file", after or "", "after") from None
+    items, more = files.list_files(s, project, after, limit, newest_first=order == "desc")
     return FileList(**id_page([file_object(f) for f in items], more))
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import Runtime, project_id, runtime, session
-from api.errors import InvalidRequest, NotFound
+from api.errors import InvalidRequest
 from api.request_checks import StrictRoute
 from api.routes import ERROR_RESPONSES
 from api.schemas import (
@@ -26,22 +26,26 @@ from api.schemas import (
     metric_object,
 )  # fmt: skip
 from api.services import jobs
-from store.repos import Checkpoints, Events, Jobs, Metrics, UnknownCursor
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)  # fmt: skip
 Session_ = Depends(session)
 Project = Depends(project_id)
 MAX_STEP = 2**31 - 1  # the metrics table's integer column
+IdempotencyKey = Header(None, alias="Idempotency-Key", min_length=1, max_length=255,
+                        description="A retry with the same key and body returns the job the first request made")  # fmt: skip
 METADATA_FILTER = ("Optional metadata filter: metadata[k]=v (every pair must match), or metadata=null for jobs "
                    "without metadata")  # fmt: skip
 
 
 @router.post("")
 def create_job(
-    req: JobCreate, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project
-) -> JobObject:
-    return job_object(jobs.create_job(s, rt, project, req))
+    req: JobCreate, background: BackgroundTasks, idempotency_key: str | None = IdempotencyKey,
+    rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project,
+) -> JobObject:  # fmt: skip
+    job = jobs.create_job(s, rt, project, req, idempotency_key)
+    background.add_task(jobs.deliver, rt, job.id)  # after the response: a slow broker never delays it
+    return job_object(job)
 
 
 @router.get("", openapi_extra={"parameters": [{
@@ -52,10 +56,7 @@ def list_jobs(
     s: Session = Session_, project: str = Project,
 ) -> JobList:  # fmt: skip
     filters, without = _metadata_filter(request)
-    try:
-        items, more = Jobs(s).page(project, after, limit, filters, without_metadata=without)
-    except UnknownCursor:
-        raise NotFound("fine-tuning job", after or "", "after") from None
+    items, more = jobs.list_jobs(s, project, after, limit, filters, without_metadata=without)
     return JobList(**id_page([job_object(j) for j in items], more))
 
 
@@ -91,9 +92,12 @@ def pause_job(fine_tuning_job_id: str, s: Session = Session_, project: str = Pro
 
 @router.post("/{fine_tuning_job_id}/resume")
 def resume_job(
-    fine_tuning_job_id: str, rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project
-) -> JobObject:
-    return job_object(jobs.resume_job(s, rt, project, fine_tuning_job_id))
+    fine_tuning_job_id: str, background: BackgroundTasks, rt: Runtime = Depends(runtime), s: Session = Session_,
+    project: str = Project,
+) -> JobObject:  # fmt: skip
+    job = jobs.resume_job(s, project, fine_tuning_job_id)
+    background.add_task(jobs.deliver, rt, job.id)
+    return job_object(job)
 
 
 @router.get("/{fine_tuning_job_id}/events")
@@ -101,11 +105,7 @@ def list_events(
     fine_tuning_job_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000),
     s: Session = Session_, project: str = Project,
 ) -> EventList:  # fmt: skip
-    job = jobs.get_job(s, project, fine_tuning_job_id)
-    try:
-        items, more = Events(s).page(job.id, after, limit)
-    except UnknownCursor:
-        raise NotFound("event of this job", after or "", "after") from None
+    items, more = jobs.list_events(s, project, fine_tuning_job_id, after, limit)
     return EventList(**id_page([event_object(e) for e in items], more))
 
 
@@ -114,11 +114,7 @@ def list_checkpoints(
     fine_tuning_job_id: str, after: str | None = None, limit: int = Query(10, ge=1, le=1000),
     s: Session = Session_, project: str = Project,
 ) -> CheckpointList:  # fmt: skip
-    job = jobs.get_job(s, project, fine_tuning_job_id)
-    try:
-        items, more = Checkpoints(s).page(job.id, after, limit)
-    except UnknownCursor:
-        raise NotFound("checkpoint of this job", after or "", "after") from None
+    items, more = jobs.list_checkpoints(s, project, fine_tuning_job_id, after, limit)
     return CheckpointList(**id_page([checkpoint_object(c) for c in items], more))
 
 
@@ -130,9 +126,8 @@ def list_metrics(
     limit: int = Query(1000, ge=1, le=100_000), s: Session = Session_, project: str = Project,
 ) -> MetricList:  # fmt: skip
     """Ours: the job's metric records (RAPID.md), filtered by kind and step."""
-    job = jobs.get_job(s, project, fine_tuning_job_id)
     lo, hi = (step, step) if step is not None else (step_min, step_max)
-    rows = Metrics(s).query(job.id, kind=kind, step_min=lo, step_max=hi, limit=limit)
+    rows = jobs.list_metrics(s, project, fine_tuning_job_id, kind=kind, step_min=lo, step_max=hi, limit=limit)
     return MetricList(data=[metric_object(m) for m in rows], has_more=False)
 
 

@@ -7,13 +7,11 @@ import hmac
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
-from sqlalchemy import text
 
 from api.deps import Runtime, runtime
-from api.errors import Unauthorized
-from store.broker import broker_reachable
+from api.errors import RETRY_AFTER_S, Unauthorized
+from api.services import ops
 from store.models import JOB_STATUSES
-from store.repos import Jobs
 
 router = APIRouter(tags=["operations"])
 JOBS = Gauge("rapid_jobs", "Fine-tuning jobs by status", ["status"])
@@ -27,9 +25,10 @@ async def healthz() -> dict:
 
 @router.get("/readyz", responses={503: {"description": "The database or the broker is unreachable"}})
 def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
-    checks = {"database": _database_ok(rt), "broker": broker_reachable(rt.celery)}
-    ready = all(checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+    checks = ops.readiness(rt)
+    if all(checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    return JSONResponse({"status": "unavailable", "checks": checks}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
@@ -41,17 +40,7 @@ def metrics(request: Request, rt: Runtime = Depends(runtime)) -> Response:
     given = request.headers.get("authorization", "").encode()
     if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
         raise Unauthorized("/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token")
-    with rt.sessions() as s:
-        counts = Jobs(s).count_by_status()
+    counts = ops.job_counts(rt)
     for status in JOB_STATUSES:
         JOBS.labels(status).set(counts.get(status, 0))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-def _database_ok(rt: Runtime) -> bool:
-    try:
-        with rt.sessions() as s:
-            s.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False

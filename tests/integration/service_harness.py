@@ -87,20 +87,21 @@ class Service:
     def _log(self, name: str):
         return (self.workdir / f"{name}.log").open("ab")
 
-    def start_api(self, *cmd: str, launcher: tuple[str, ...] = ()) -> None:
-        """The API server (uvicorn unless ``cmd`` says otherwise), started through ``launcher`` (a
-        command that ends by exec'ing its arguments, so the API keeps the launcher's pid)."""
+    def start_api(self, *cmd: str, wrap: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        """The API server (uvicorn unless ``cmd`` says otherwise); ``wrap`` prefixes its command (a command
+        that ends by exec'ing its arguments, so the API keeps its pid: to run it on a small disk, say),
+        ``env`` overrides variables."""
         self.port = free_port()
         command = cmd or ("-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(self.port))
         command = [c.replace("{port}", str(self.port)) for c in command]
-        self.api = subprocess.Popen([*launcher, sys.executable, *command], cwd=self.workdir, env=self.env,
+        self.api = subprocess.Popen([*wrap, sys.executable, *command], cwd=self.workdir, env={**self.env, **(env or {})},
                                     stdout=self._log("api"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         wait_until(lambda: _healthy(self.base_url), 120, "the API to answer /healthz", self)
 
-    def start_worker(self) -> subprocess.Popen:
-        """A worker process, returned once it consumes its queues."""
+    def start_worker(self, wrap: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> subprocess.Popen:
+        """A worker process, returned once it consumes its queues; ``extra`` are Celery worker options."""
         log = self.workdir / f"worker-{len(self.workers)}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=self.workdir, env=self.env,
+        proc = subprocess.Popen([*wrap, sys.executable, "-m", "worker", *extra], cwd=self.workdir, env=self.env,
                                 stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.workers.append(proc)
         wait_until(lambda: " ready." in log.read_text(errors="replace"), 120, f"{log.name} to be ready", self)

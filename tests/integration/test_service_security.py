@@ -42,7 +42,7 @@ LIMITS = {"max_file_bytes": 2 * 2**20, "max_request_bytes": 2**20, "grader_runs_
 
 def start(work: Path, launcher: tuple[str, ...] = (), **settings) -> Service:
     service = Service(service_env(work, **{**LIMITS, **settings}), work)
-    service.start_api(launcher=launcher)
+    service.start_api(wrap=launcher)
     return service
 
 
@@ -314,7 +314,7 @@ def test_a_full_disk_is_a_507_that_leaves_nothing_half_written(full, tmp_path):
     service = Service(service_env(work, **settings), work)
     if full == "tmp":
         service.env["TMPDIR"] = str(disk / "tmp")
-    service.start_api(launcher=("unshare", *user, "--mount", "sh", "-c", mount, str(disk)))
+    service.start_api(wrap=("unshare", *user, "--mount", "sh", "-c", mount, str(disk)))
     try:
         http = service.http(service.create_key("disk"))
         big = record("y" * 1000) * 1500  # about 1.5 MiB

@@ -26,14 +26,14 @@ def add_job(client, project: str, status: str, rounds_done: int = 0) -> str:
         job = Jobs(s).add(Job(project_id=project_id, model="tiny-random", training_file="file-x", seed=0,
                               method={"grader": {"type": "numeric"}, "hyperparameters": {}}, config=CONFIG,
                               queue="cpu", status=status, started_at=1000))  # fmt: skip
-        Metrics(s).add(
+        Metrics(s).put(
             job.id, "eval", {"pass@1": 0.25, "problems": 4, "seconds": 30.0}, phase="before", step=0
         )
         for k in range(rounds_done):
             for u in (1, 2):
-                Metrics(s).add(job.id, "step", {"loss": 0.1, "grad_norm": 1.0, "ess": 0.95, "clip_frac": 0.0},
+                Metrics(s).put(job.id, "step", {"loss": 0.1, "grad_norm": 1.0, "ess": 0.95, "clip_frac": 0.0},
                                step=2 * k + u, round=k)  # fmt: skip
-            Metrics(s).add(job.id, "round", {"reward_mean": 0.1 * k, "accuracy": 0.5, "frac_zero_std": 0.25,
+            Metrics(s).put(job.id, "round", {"reward_mean": 0.1 * k, "accuracy": 0.5, "frac_zero_std": 0.25,
                                              "round_s": 10.0, "staleness_mean": 0.5, "staleness_max": 1},
                            step=2 * k + 2, round=k)  # fmt: skip
         s.commit()

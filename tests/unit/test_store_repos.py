@@ -1,15 +1,22 @@
-"""Repositories on a real (SQLite) store built by the migrations: keys, paging, the job lease."""
+"""Repositories on a real (SQLite) store built by the migrations: keys, paging, the job lease, status
+moves, transactions through an unavailable database, the outbox and lost-message recovery."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import create_engine
 
-from store.db import make_engine, make_sessionmaker
+from store.broker import jobs_in_broker, make_celery
+from store.db import StoreUnavailable, make_engine, make_sessionmaker, transact
+from store.dispatch import publish, recover_lost
 from store.migrate import upgrade
 from store.models import Job
-from store.repos import Events, Jobs, Keys, hash_key
+from store.repos import Events, Jobs, Keys, Outboxes, hash_key
 from store.settings import Settings
 
 
@@ -57,7 +64,7 @@ def test_lease_keeps_a_second_worker_out_until_it_expires(session):
     assert not jobs.acquire_lease(job.id, "w2", 10)  # a live owner: the redelivery exits
     assert jobs.orphaned() == []
     time.sleep(0.3)
-    assert jobs.orphaned() == [job.id]  # w1 stopped renewing: it is gone
+    assert jobs.orphaned() == [(job.id, "w1")]  # w1 stopped renewing: it is gone
     assert jobs.acquire_lease(job.id, "w2", 10)
     assert not jobs.renew_lease(job.id, "w1", 10)  # w1 learns it lost the job
 
@@ -78,3 +85,103 @@ def test_events_page_newest_first(session):
         Events(session).add(job.id, f"event {i}")
     page, more = Events(session).page(job.id, None, 2)
     assert [e.message for e in page] == ["event 2", "event 1"] and more
+
+
+def test_status_moves_are_compare_and_set_and_write_their_event_once(session):
+    key, _ = Keys(session).create("alpha")
+    job = make_job(session, key.project_id)
+    jobs = Jobs(session)
+    assert jobs.move(job.id, "cancel", event="cancelled")
+    assert not jobs.move(job.id, "cancel", event="cancelled")  # the second cancel lost
+    assert not jobs.move(job.id, "pause", event="paused")
+    assert not jobs.move(job.id, "resume", event="resumed")  # a cancelled job never runs again
+    assert not jobs.move(job.id, "start") and not jobs.move(job.id, "succeed")
+    session.commit()
+    assert jobs.status(job.id) == "cancelled" and jobs.by_id(job.id).finished_at
+    assert [e.message for e in Events(session).page(job.id, None, 10)[0]] == ["cancelled"]
+
+
+def test_succeed_is_refused_once_a_job_is_paused_or_cancelled(session):
+    key, _ = Keys(session).create("alpha")
+    for stop in ("pause", "cancel"):
+        job = make_job(session, key.project_id)
+        assert Jobs(session).move(job.id, "start")
+        assert Jobs(session).move(job.id, stop)
+        assert not Jobs(session).move(job.id, "succeed", fine_tuned_model="ft:x")
+        session.commit()
+        session.refresh(job)
+        assert job.status in ("paused", "cancelled") and job.fine_tuned_model is None
+
+
+def test_concurrent_cancels_and_a_pause_tell_the_truth(tmp_path):
+    """Two cancels and a pause at once: one cancel wins; the pause wins only if it came first (a paused
+    job can still be cancelled); every winner, and only a winner, wrote its event; cancelled is final."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    sessions = make_sessionmaker(make_engine(Settings(database_url=url)))
+    with sessions() as s:
+        project = Keys(s).create("alpha")[0].project_id
+        ids = [make_job(s, project).id for _ in range(20)]
+        s.commit()
+
+    def attempt(job_id: str, move: str) -> bool:
+        return transact(sessions, lambda s: Jobs(s).move(job_id, move, event=move), retry_for=30)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [(j, m, pool.submit(attempt, j, m)) for j in ids for m in ("cancel", "cancel", "pause")]
+    with sessions() as s:
+        for job_id in ids:
+            won = [m for j, m, f in results if j == job_id and f.result()]
+            assert won.count("cancel") == 1, won
+            events = [e.message for e in Events(s).page(job_id, None, 10)[0]][::-1]
+            assert events == (["pause", "cancel"] if "pause" in won else ["cancel"]), events
+            assert Jobs(s).status(job_id) == "cancelled"
+
+
+def test_transact_rides_out_a_locked_database_and_gives_up_after_its_window(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    sessions = make_sessionmaker(create_engine(url, connect_args={"timeout": 0.05}))
+    with sessions() as s:
+        project = Keys(s).create("alpha")[0].project_id
+        s.commit()
+    blocker = sqlite3.connect(tmp_path / "store.db", check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    release = threading.Timer(1.0, blocker.rollback)
+    release.start()
+    started = time.monotonic()
+    job = transact(sessions, lambda s: make_job(s, project), retry_for=20)
+    assert 0.9 < time.monotonic() - started < 10 and job.id
+    blocker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreUnavailable) as err:
+        transact(sessions, lambda s: make_job(s, project), retry_for=1)
+    blocker.rollback()
+    assert str(err.value) == "The database was unreachable for 1 s"  # no SQL in what a tenant may see
+
+
+def test_outbox_rows_are_published_once_and_lost_messages_found_again(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'store.db'}", broker_dir=tmp_path / "broker")
+    settings.ensure_dirs()
+    upgrade(settings.database_url)
+    sessions, celery = make_sessionmaker(make_engine(settings)), make_celery(settings)
+    with sessions() as s:
+        job = make_job(s, Keys(s).create("alpha")[0].project_id)
+        Outboxes(s).add(job.id, "cpu")
+        s.commit()
+    assert publish(sessions, celery) == [job.id]
+    assert publish(sessions, celery) == []  # the row is gone with its message sent
+    assert jobs_in_broker(celery) == {job.id}
+    assert recover_lost(sessions, celery, set()) == ([], set())  # its message is there
+
+    for message in (settings.broker_dir / "queue").glob("*.msg"):
+        message.unlink()  # the broker lost it
+    lost, suspects = recover_lost(sessions, celery, set())
+    assert lost == [] and suspects == {job.id}  # missing once: maybe a worker just took it
+    lost, suspects = recover_lost(sessions, celery, suspects)
+    assert lost == [job.id] and suspects == set() and jobs_in_broker(celery) == {job.id}
+    with sessions() as s:
+        assert Jobs(s).move(job.id, "start")  # a worker has it now: nothing is looked for
+        s.commit()
+    for message in (settings.broker_dir / "queue").glob("*.msg"):
+        message.unlink()
+    assert recover_lost(sessions, celery, {job.id}) == ([], set())
