@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import httpx
 import pytest
 import yaml
 from service_harness import ROOT, Service, arithmetic_jsonl, service_env, tiny_hyperparameters, wait_until
@@ -101,6 +102,12 @@ def test_follow_exits_1_when_the_job_is_cancelled_after_pause_and_resume(served,
                              "the paused job to stop and accept resume", served, every=1.0)  # fmt: skip
         assert resumed.stdout.strip() == f"{job_id}: queued"
         wait_until(lambda: status() == "running", 180, "the resumed job to run", served)
+        # A round of the resumed run is recorded (and so shown by follow) before the cancel.
+        key = {"Authorization": f"Bearer {env['RAPID_API_KEY']}"}
+        rounds = lambda: httpx.get(f"{served.base_url}/v1/fine_tuning/jobs/{job_id}/metrics",  # noqa: E731
+                                   params={"kind": "round"}, headers=key, timeout=30).json()["data"]  # fmt: skip
+        before = len(rounds())
+        wait_until(lambda: len(rounds()) > before, 180, "a round of the resumed job", served, every=1.0)
         assert rapid(env, "jobs", "cancel", job_id).returncode == 0
         _, err = follow.communicate(timeout=120)
     finally:
