@@ -8,7 +8,8 @@
 #                                     # per-sample time at 256 new tokens (random weights, SmolLM2's shape)
 #   bash bench/gpu_check.sh service   # call 2, within 30 s (carry .gpu/gguf.part-b): join the GGUF; on real
 #                                     # weights: captured vs eager decode check, a job through the service
-#                                     # on a cuda-queue worker, rapid vs grpo time-to-accuracy
+#                                     # on a cuda-queue worker, rapid vs grpo time-to-accuracy, and the
+#                                     # vllm engine's check where vllm imports
 #
 # Between calls the device tool keeps only what no later carry touches: a call that carries a path
 # under .gpu/ resets .gpu/ to what it carries. So everything a later call needs (the first GGUF part,
@@ -91,5 +92,7 @@ timeout 330 $PY bench/gpu_service_job.py --device "$DEVICE" "${JOB[@]}" --timeou
 log "rapid vs grpo, time to grpo's final accuracy, real weights"
 timeout 240 $PY bench/compare.py --device "$DEVICE" --dtype bf16 --trl off --algorithms rapid grpo --gen-micro-batch 512 \
   --set minibatch_grouping=groups --time-to-accuracy "${CMP[@]}" --out "$OUT_DIR/gpu_compare.json" 2>&1 | tee -a "$LOG" | quiet
+log "vllm engine on real weights (prints 'skipped' where vllm does not import)"
+timeout 120 $PY bench/vllm_check.py --device "$DEVICE" --out "$OUT_DIR/gpu_vllm_check.json" 2>&1 | tee -a "$LOG" | quiet
 log "service phase done"
 ls -la "$OUT_DIR"
