@@ -1,9 +1,10 @@
-"""Fixtures of the fault-injection tests: a PostgreSQL and a Redis of their own, for the session."""
+"""Fixtures of the fault-injection tests: a PostgreSQL and a Redis of their own for the session, and a
+service stack (API, workers) on them for one test."""
 
 from __future__ import annotations
 
 import pytest
-from fault_kit import OwnPostgres, OwnRedis
+from fault_kit import OwnPostgres, OwnRedis, make_stack
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +23,12 @@ def own_redis():
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def stack(own_postgres, own_redis, tmp_path):
+    stack = make_stack(own_postgres, own_redis, tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.stop()

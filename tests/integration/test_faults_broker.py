@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from fault_kit import assert_records_once, make_stack, timed
+from fault_kit import assert_records_once, timed
 from service_harness import arithmetic_jsonl, wait_until
 
 from store.broker import jobs_in_broker, make_celery
@@ -17,15 +17,6 @@ from store.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 STEPS = 2  # tiny_hyperparameters: 4 samples a round, mini-batches of 2
-
-
-@pytest.fixture
-def stack(own_postgres, own_redis, tmp_path):
-    stack = make_stack(own_postgres, own_redis, tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture

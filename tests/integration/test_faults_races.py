@@ -10,21 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fault_kit import assert_records_once, make_stack, records
+from fault_kit import assert_records_once, records
 from service_harness import arithmetic_jsonl, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 STEPS = 2
 CANCELLED, PAUSED, RESUMED = "Job cancelled by request", "Job paused by request", "Job resumed by request"
-
-
-@pytest.fixture
-def stack(own_postgres, own_redis, tmp_path):
-    stack = make_stack(own_postgres, own_redis, tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 def fire(stack, calls: list[tuple[str, str]]) -> list[int]:

@@ -21,15 +21,6 @@ def recorded_rounds(stack, job_id: str) -> list[int]:
     return sorted(r for r, final, _ in records(stack.database_url, job_id)["checkpoints"] if not final)
 
 
-@pytest.fixture
-def stack(own_postgres, own_redis, tmp_path):
-    stack = make_stack(own_postgres, own_redis, tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
 def test_worker_killed_mid_job_resumes_from_its_newest_recorded_checkpoint(stack, tmp_path):
     file_id = stack.upload(arithmetic_jsonl(tmp_path / "train.jsonl"))
     first = stack.service.start_worker()
