@@ -15,6 +15,7 @@ from openai.types.fine_tuning import FineTuningJob
 from rapid_client.connection import ClientError, get_bytes, get_json
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+BEST = "best"  # the checkpoint id the server resolves to the job's best checkpoint
 
 
 def upload(client: openai.OpenAI, path: str | Path) -> FileObject:
@@ -64,7 +65,7 @@ def metrics(
 
 
 def held_out(client: openai.OpenAI, job_id: str) -> dict[str, dict[str, Any]]:
-    """Held-out evaluations by phase ("before", "after")."""
+    """Held-out evaluations by phase ("before", "after"; of the periodic "interval" ones, the last)."""
     return {m["phase"]: m["metrics"] for m in metrics(client, job_id, "eval") if m.get("phase")}
 
 
@@ -89,7 +90,7 @@ def total_rounds(job: FineTuningJob) -> int | None:
 def download_adapter(
     client: openai.OpenAI, job_id: str, dest: str | Path, checkpoint_id: str | None = None
 ) -> Path:
-    """Unpack the job's final adapter (or a checkpoint's) into ``dest``: a directory that
+    """Unpack the job's final adapter (or a checkpoint's; ``BEST``: the best one) into ``dest``, a directory that
     ``peft.PeftModel.from_pretrained(base_model, dest)`` loads."""
     path = f"/fine_tuning/jobs/{job_id}/adapter"
     if checkpoint_id:
