@@ -122,7 +122,7 @@ def cmd_checkpoints(client: openai.OpenAI, args: argparse.Namespace) -> int:
         reward, held_out = scores.get("reward_mean"), scores.get("full_valid_pass@1")
         rows.append([c.id, "final" if extra.get("final") else extra.get("round", "-"), c.step_number, _score(reward),
                      _score(held_out), "best" if extra.get("best") else "", _when(c.created_at)])  # fmt: skip
-    _table(rows, ["ID", "ROUND", "STEP", "REWARD", "HELD-OUT PASS@1", "BEST", "CREATED"])
+    _table(rows, ["ID", "ROUND", "STEP", "REWARD", "PASS@1", "BEST", "CREATED"])  # PASS@1: held-out
     return 0
 
 
