@@ -89,6 +89,11 @@ def cmd_follow(client: openai.OpenAI, args: argparse.Namespace) -> int:
             f"held-out pass@1: {shown}{after['pass@1']:.3f} ({after.get('problems')} problems)",
             file=sys.stderr,
         )
+    best = jobs.best_checkpoint(client, job.id)
+    if best is not None:
+        score = (best.metrics.model_extra or {}).get("full_valid_pass@1") if best.metrics else None
+        print(f"best checkpoint: step {best.step_number} (round {(best.model_extra or {}).get('round')}), held-out "
+              f"pass@1 {_score(score)}: `rapid jobs download {job.id} --best`", file=sys.stderr)  # fmt: skip
     if job.status != "succeeded":
         why = f": {job.error.message}" if job.error and job.error.message else ""
         print(f"job {job.id} {job.status}{why}", file=sys.stderr)

@@ -11,6 +11,7 @@ from typing import Any
 import openai
 from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from rapid_client.connection import ClientError, get_bytes, get_json
 
@@ -67,6 +68,12 @@ def metrics(
 def held_out(client: openai.OpenAI, job_id: str) -> dict[str, dict[str, Any]]:
     """Held-out evaluations by phase ("before", "after"; of the periodic "interval" ones, the last)."""
     return {m["phase"]: m["metrics"] for m in metrics(client, job_id, "eval") if m.get("phase")}
+
+
+def best_checkpoint(client: openai.OpenAI, job_id: str) -> FineTuningJobCheckpoint | None:
+    """The checkpoint the server marked best (jobs with eval_interval), if any."""
+    page = client.fine_tuning.jobs.checkpoints.list(job_id, limit=1000)
+    return next((c for c in page.data if (c.model_extra or {}).get("best")), None)
 
 
 def total_rounds(job: FineTuningJob) -> int | None:

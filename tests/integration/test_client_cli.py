@@ -108,6 +108,7 @@ def test_eval_interval_scores_checkpoints_and_the_best_one_downloads(served, env
         assert f"Step {m['step']}: held-out pass@1 {m['metrics']['pass@1']:.3g} on 3 problems" in events
     scores = [m["metrics"]["pass@1"] for m in interval]
     best_round = interval[scores.index(max(scores))]["round"]  # the earlier on a tie
+    assert f"best checkpoint: step {2 * best_round} (round {best_round}), held-out pass@1 {max(scores):.3f}" in created.stderr
     assert f"New best checkpoint: step {2 * best_round} (round {best_round})" in events
 
     checkpoints = http.get("/checkpoints").json()["data"]
