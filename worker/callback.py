@@ -175,7 +175,8 @@ class JobRecorder(Callback):
         best = self.best
         if not final and best and best.get("round") == round_index and checkpoints.mark_best(self.job_id, round_index):
             Events(s).add(self.job_id, f"New best checkpoint: step {best['step']} (round {round_index}), held-out "
-                          f"pass@1 {best['pass@1']:.3g} on {best.get('problems')} problems", data=best)  # fmt: skip
+                          f"pass@1 {best['pass@1']:.3g} on {best.get('problems')} problems",
+                          data={k: best.get(k) for k in ("step", "round", "pass@1", "problems")})  # no worker paths
 
     def should_stop(self) -> str | None:
         if self.lease.lost:
