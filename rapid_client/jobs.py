@@ -97,8 +97,8 @@ def total_rounds(job: FineTuningJob) -> int | None:
 def download_adapter(
     client: openai.OpenAI, job_id: str, dest: str | Path, checkpoint_id: str | None = None
 ) -> Path:
-    """Unpack the job's final adapter (or a checkpoint's; ``BEST``: the best one) into ``dest``, a directory that
-    ``peft.PeftModel.from_pretrained(base_model, dest)`` loads."""
+    """Unpack the job's final adapter (or a checkpoint's; ``BEST``: the best one) into ``dest``, a
+    directory that ``peft.PeftModel.from_pretrained(base_model, dest)`` loads."""
     path = f"/fine_tuning/jobs/{job_id}/adapter"
     if checkpoint_id:
         path = f"/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/adapter"

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from peft import PeftConfig
+from test_trainer_loop import CancelAfterRounds, records, strip_timing, tiny_cfg, tiny_run
 
 from rapid_core.callbacks import Callback
 from rapid_core.errors import Cancelled
@@ -13,7 +14,6 @@ from rapid_core.graders.base import Grade, Grader, register_grader
 from rapid_core.metrics import EvalMetrics
 from rapid_core.periodic_eval import PeriodicEval, evaluation_due, is_better
 from rapid_core.state import Progress
-from tests.unit.test_trainer_loop import CancelAfterRounds, records, strip_timing, tiny_cfg, tiny_run
 
 
 @register_grader("test_vowels_never_pass")
