@@ -211,6 +211,9 @@ class CheckpointObject(BaseModel):
     metrics: dict[str, Any]
     round: int = Field(description="Ours: the RAPID round the checkpoint ends")
     final: bool = Field(description="Ours: the job's final adapter")
+    best: bool = Field(False, description="Ours: the checkpoint with the highest held-out pass@1 of the "
+                       "evaluations every eval_interval steps (the earlier on a tie); its adapter is also at "
+                       "/v1/fine_tuning/jobs/{id}/checkpoints/best/adapter")  # fmt: skip
     adapter_url: str = Field(description="Ours: where to download the adapter (.tar.gz)")
 
 
@@ -324,9 +327,11 @@ def checkpoint_object(c: Checkpoint) -> CheckpointObject:
         fine_tuned_model_checkpoint=c.name,
         fine_tuning_job_id=c.job_id,
         step_number=c.step_number,
-        metrics={"step": c.step_number, "train_loss": c.metrics.get("loss"), **c.metrics},
+        metrics={"step": c.step_number, "train_loss": c.metrics.get("loss"),
+                 **{k: v for k, v in c.metrics.items() if k != "best"}},  # fmt: skip
         round=c.round,
         final=c.final,
+        best=bool(c.metrics.get("best")),
         adapter_url=f"/v1/fine_tuning/jobs/{c.job_id}/checkpoints/{c.id}/adapter",
     )
 

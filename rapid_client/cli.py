@@ -29,6 +29,7 @@ EPILOG = """examples:
   rapid jobs list
   rapid jobs follow ftjob-...          # exits 1 if the job fails or is cancelled
   rapid jobs download ftjob-... -o adapter/
+  rapid jobs download ftjob-... --best  # with --hp eval_interval=N: the best-scoring checkpoint
 """
 
 
@@ -88,6 +89,11 @@ def cmd_follow(client: openai.OpenAI, args: argparse.Namespace) -> int:
             f"held-out pass@1: {shown}{after['pass@1']:.3f} ({after.get('problems')} problems)",
             file=sys.stderr,
         )
+    best = jobs.best_checkpoint(client, job.id)
+    if best is not None:
+        score = (best.metrics.model_extra or {}).get("full_valid_pass@1") if best.metrics else None
+        print(f"best checkpoint: step {best.step_number} (round {(best.model_extra or {}).get('round')}), held-out "
+              f"pass@1 {_score(score)}: `rapid jobs download {job.id} --best`", file=sys.stderr)  # fmt: skip
     if job.status != "succeeded":
         why = f": {job.error.message}" if job.error and job.error.message else ""
         print(f"job {job.id} {job.status}{why}", file=sys.stderr)
@@ -117,15 +123,24 @@ def cmd_checkpoints(client: openai.OpenAI, args: argparse.Namespace) -> int:
     rows = []
     for c in page.data:
         extra = c.model_extra or {}
-        reward = (c.metrics.model_extra or {}).get("reward_mean") if c.metrics else None
-        rows.append([c.id, "final" if extra.get("final") else extra.get("round", "-"), c.step_number,
-                     f"{reward:.3f}" if isinstance(reward, int | float) else "-", _when(c.created_at)])  # fmt: skip
-    _table(rows, ["ID", "ROUND", "STEP", "REWARD", "CREATED"])
+        scores = (c.metrics.model_extra or {}) if c.metrics else {}
+        reward, held_out = scores.get("reward_mean"), scores.get("full_valid_pass@1")
+        rows.append([c.id, "final" if extra.get("final") else extra.get("round", "-"), c.step_number, _score(reward),
+                     _score(held_out), "best" if extra.get("best") else "", _when(c.created_at)])  # fmt: skip
+    _table(rows, ["ID", "ROUND", "STEP", "REWARD", "PASS@1", "BEST", "CREATED"])  # PASS@1: held-out
     return 0
 
 
+def _score(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
 def cmd_download(client: openai.OpenAI, args: argparse.Namespace) -> int:
-    dest = jobs.download_adapter(client, args.job, args.output or f"{args.job}-adapter", args.checkpoint)
+    if args.best and args.checkpoint:
+        raise ClientError("--best and --checkpoint name different checkpoints; give one")
+    checkpoint = jobs.BEST if args.best else args.checkpoint
+    default = f"{args.job}-best-adapter" if args.best else f"{args.job}-adapter"
+    dest = jobs.download_adapter(client, args.job, args.output or default, checkpoint)
     print(dest)
     print("load it with peft.PeftModel.from_pretrained(base_model, that directory)", file=sys.stderr)
     return 0
@@ -210,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl = command("download", cmd_download, "download and unpack the job's PEFT adapter")
     dl.add_argument("--output", "-o", help="directory to unpack into (default: ./JOB-adapter)")
     dl.add_argument("--checkpoint", help="a checkpoint id (default: the final adapter, else the newest)")
+    dl.add_argument("--best", action="store_true", help="the checkpoint with the best held-out pass@1 of the "
+                    "evaluations every eval_interval steps (`rapid jobs checkpoints` marks it)")  # fmt: skip
 
     files_parser = groups.add_parser("files", help="training and validation files")
     fsub = files_parser.add_subparsers(dest="command", required=True)

@@ -11,10 +11,12 @@ from typing import Any
 import openai
 from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from rapid_client.connection import ClientError, get_bytes, get_json
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+BEST = "best"  # the checkpoint id the server resolves to the job's best checkpoint
 
 
 def upload(client: openai.OpenAI, path: str | Path) -> FileObject:
@@ -64,8 +66,14 @@ def metrics(
 
 
 def held_out(client: openai.OpenAI, job_id: str) -> dict[str, dict[str, Any]]:
-    """Held-out evaluations by phase ("before", "after")."""
+    """Held-out evaluations by phase ("before", "after"; of the periodic "interval" ones, the last)."""
     return {m["phase"]: m["metrics"] for m in metrics(client, job_id, "eval") if m.get("phase")}
+
+
+def best_checkpoint(client: openai.OpenAI, job_id: str) -> FineTuningJobCheckpoint | None:
+    """The checkpoint the server marked best (jobs with eval_interval), if any."""
+    page = client.fine_tuning.jobs.checkpoints.list(job_id, limit=1000)
+    return next((c for c in page.data if (c.model_extra or {}).get("best")), None)
 
 
 def total_rounds(job: FineTuningJob) -> int | None:
@@ -89,8 +97,8 @@ def total_rounds(job: FineTuningJob) -> int | None:
 def download_adapter(
     client: openai.OpenAI, job_id: str, dest: str | Path, checkpoint_id: str | None = None
 ) -> Path:
-    """Unpack the job's final adapter (or a checkpoint's) into ``dest``: a directory that
-    ``peft.PeftModel.from_pretrained(base_model, dest)`` loads."""
+    """Unpack the job's final adapter (or a checkpoint's; ``BEST``: the best one) into ``dest``, a
+    directory that ``peft.PeftModel.from_pretrained(base_model, dest)`` loads."""
     path = f"/fine_tuning/jobs/{job_id}/adapter"
     if checkpoint_id:
         path = f"/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/adapter"

@@ -20,7 +20,8 @@ class Callback:
         """Once, after the model is loaded (and a checkpoint restored): batch terms, start round."""
 
     def on_eval(self, phase: str, metrics: EvalMetrics) -> None:
-        """Held-out evaluation; ``phase`` is "before" or "after"."""
+        """Held-out evaluation; ``phase`` is "before", "interval" (every ``eval_interval`` steps,
+        rapid_core/periodic_eval.py) or "after"."""
 
     def on_step(self, metrics: StepMetrics) -> None:
         """After each optimizer step (RAPID.md step metrics)."""

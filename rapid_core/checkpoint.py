@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from rapid_core.callbacks import Callback
 from rapid_core.models import save_adapter
+from rapid_core.periodic_eval import evaluated_now
 from rapid_core.state import Progress, RunState
 
 PREFIX = "round-"
@@ -32,7 +33,8 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(state: RunState, keep: int) -> Path:
-    """Checkpoint the run after round ``state.progress.round``; keep the newest ``keep`` of them."""
+    """Checkpoint the run after round ``state.progress.round``; keep the newest ``keep`` of them and
+    the best one (``Progress.best``) of the periodic evaluations."""
     root = checkpoint_dir(state.paths.output_dir)
     name = f"{PREFIX}{state.progress.round:06d}"
     final, tmp = root / name, root / f".tmp-{name}"
@@ -50,8 +52,10 @@ def save_checkpoint(state: RunState, keep: int) -> Path:
     torch.save({**optim, "rng": rng, **state.progress.to_dict()}, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    best = state.progress.best
     for old in sorted(p for p in root.glob(f"{PREFIX}*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if best is None or old.name != f"{PREFIX}{best['round']:06d}":
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -72,17 +76,18 @@ def resume(state: RunState) -> Path | None:
     random.setstate(rng["python"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    state.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
+    # Counters added since the checkpoint was written keep their defaults.
+    state.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress) if f.name in saved})
     return path
 
 
 class Checkpointer(Callback):
-    """Checkpoints every ``every`` rounds and after the last one, then tells ``saved(path, round)``
-    (the run's other callbacks: the service uploads the adapter there)."""
+    """Checkpoints every ``every`` rounds, after a periodic evaluation and after the last round, then
+    tells ``saved(path, round)`` (the run's other callbacks: the service uploads the adapter there)."""
 
     def __init__(self, every: int, keep: int, saved: Callable[[Path, int], None]):
         self.every, self.keep, self.saved = every, keep, saved
 
     def on_round_end(self, state: RunState) -> None:
-        if state.progress.round % self.every == 0 or state.finished:
+        if state.progress.round % self.every == 0 or state.finished or evaluated_now(state.progress):
             self.saved(save_checkpoint(state, self.keep), state.progress.round)

@@ -103,6 +103,9 @@ def print_summary(summary: dict[str, Any]) -> None:
             b = before.get(key)
             shown = f"{b:.3f} -> " if b is not None else ""
             print(f"held-out {key}: {shown}{after[key]:.3f}  ({after['problems']} problems)")
+    if best := summary.get("best"):
+        print(f"best checkpoint: step {best['step']} (round {best['round']}), held-out pass@1 "
+              f"{best['pass@1']:.3f}. Adapter: {best['adapter_dir']}")  # fmt: skip
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -114,7 +114,9 @@ class TrainConfig(BaseModel):
     eval_k: int = Field(4, ge=1, description="k of the sampled pass@k")
     eval_before: bool = Field(True, description="Evaluate the base model before training")
     eval_interval: int | None = Field(
-        None, ge=1, description="Held-out evaluation every N optimizer steps on the validation file"
+        None, ge=1, description="Held-out evaluation every N optimizer steps: at the first round boundary "
+        "at or after each multiple of N, and at the end, each with its checkpoint; the best (greedy pass@1) "
+        "is kept and named in best.json and the summary (rapid_core/periodic_eval.py)",
     )
 
     report_to: list[str] | str = Field(

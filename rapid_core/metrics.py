@@ -76,7 +76,8 @@ class RoundMetrics:
 
 @dataclass(frozen=True)
 class EvalMetrics:
-    """Held-out greedy pass@1 and, when k > 1, sampled pass@k (written as "pass@1", "pass@<k>")."""
+    """Held-out greedy pass@1 and, when k > 1, sampled pass@k (written as "pass@1", "pass@<k>");
+    ``step`` and ``round`` say which weights were evaluated (the trainer sets them)."""
 
     problems: int
     pass_at_1: float
@@ -87,9 +88,13 @@ class EvalMetrics:
     k: int = 1
     pass_at_k: float | None = None
     sampled_accuracy: float | None = None
+    step: int | None = None
+    round: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        at = {"step": self.step, "round": self.round} if self.step is not None else {}
         out: dict[str, Any] = {
+            **at,
             "problems": self.problems,
             "pass@1": self.pass_at_1,
             "mean_reward": self.mean_reward,

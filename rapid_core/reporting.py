@@ -31,7 +31,8 @@ class RunFiles(Callback):
 
 class MetricsWriter(Callback):
     """Appends every step, round and eval record to ``metrics.jsonl``. On resume it first drops
-    records of rounds that the checkpoint does not contain, so the file matches an unbroken run."""
+    records of rounds that the checkpoint does not contain, so the file matches an unbroken run
+    (a periodic evaluation at round boundary r belongs to the checkpoint of round r)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -43,8 +44,9 @@ class MetricsWriter(Callback):
         kept = []
         for line in self.path.read_text().splitlines():
             rec = json.loads(line)
-            before_eval = rec["kind"] == "eval" and rec.get("phase") == "before"
-            if before_eval or (rec["kind"] != "eval" and rec["round"] < start_round):
+            phase = rec.get("phase") if rec["kind"] == "eval" else None
+            interval_eval = phase == "interval" and rec["round"] <= start_round
+            if phase == "before" or interval_eval or (rec["kind"] != "eval" and rec["round"] < start_round):
                 kept.append(line)
         self.path.write_text("".join(k + "\n" for k in kept))
 

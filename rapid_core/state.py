@@ -40,6 +40,8 @@ class Progress:
     elapsed_s: float = 0.0  # wall time inside rounds
     trained_tokens: int = 0
     eval_before: dict[str, Any] | None = None  # the held-out evaluation before training, once done
+    last_eval: dict[str, Any] | None = None  # step, round, pass@1 of the last periodic evaluation
+    best: dict[str, Any] | None = None  # the best periodic evaluation's checkpoint (periodic_eval.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +87,7 @@ class RunState:
             "train_seconds": p.elapsed_s,
             "eval_before": p.eval_before,
             "eval_after": eval_after,
+            "best": p.best,
             "adapter_dir": str(self.paths.adapter_dir),
         }
 

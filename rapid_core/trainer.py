@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from rapid_core.advantages import group_advantages
 from rapid_core.callbacks import Callback, CallbackList
-from rapid_core.checkpoint import Checkpointer, resume
+from rapid_core.checkpoint import Checkpointer, checkpoint_dir, resume
 from rapid_core.config import RunPaths, TrainConfig
 from rapid_core.engines import Sampling, make_engine
 from rapid_core.errors import Cancelled, GraderError
@@ -26,6 +27,7 @@ from rapid_core.graders import Grade, build_grader, checker_health
 from rapid_core.losses import LOSSES
 from rapid_core.metrics import EvalMetrics, RoundClock, RoundMetrics, round_metrics
 from rapid_core.models import load_policy, prompt_token_ids, save_adapter
+from rapid_core.periodic_eval import BestFile, PeriodicEval
 from rapid_core.plan import plan_minibatches, prompt_indices
 from rapid_core.report_to import build_reporters
 from rapid_core.reporting import MetricsWriter, ProgressBar, RunFiles
@@ -52,7 +54,8 @@ class Trainer:
             *([ProgressBar()] if progress else []),
             *build_reporters(cfg, paths),  # report_to: TensorBoard / W&B, off by default
         ]
-        self.callbacks = CallbackList(reporters + list(callbacks or []))
+        self.callbacks = CallbackList(reporters + list(callbacks or []) + [BestFile(paths.output_dir)])
+        self.periodic = PeriodicEval(cfg, checkpoint_dir(paths.output_dir), self._evaluate)  # eval_interval
         self.callbacks.append(
             Checkpointer(cfg.checkpoint_every, cfg.keep_checkpoints, self.callbacks.on_checkpoint)
         )
@@ -83,9 +86,10 @@ class Trainer:
             self.callbacks.on_round(self._round(s))
             progress.elapsed_s += time.perf_counter() - started
             progress.round += 1
+            self.periodic.at_boundary(s)  # held-out evaluation every eval_interval steps, off the clock
             self.callbacks.on_round_end(s)  # the Checkpointer saves the run here
         save_adapter(s.policy, self.paths.adapter_dir)
-        summary = s.summary(self._evaluate("after").to_dict() if cfg.eval_problems else None)
+        summary = s.summary(self._evaluate_after().to_dict() if cfg.eval_problems else None)
         self.callbacks.on_end(summary)
         return summary
 
@@ -140,7 +144,16 @@ class Trainer:
             torch.manual_seed(cfg.seed + (0 if phase == "before" else 1))
             sampling = {"k": cfg.eval_k, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens}
             metrics = evaluate(self.engine, self.state.policy.tokenizer, self.grader, records, **sampling)
+        metrics = replace(metrics, step=self.state.progress.step, round=self.state.progress.round)
         self.callbacks.on_eval(phase, metrics)
+        return metrics
+
+    def _evaluate_after(self) -> EvalMetrics:
+        """The final evaluation; a periodic one of the same final weights is not run twice."""
+        metrics = self.periodic.final(self.state.progress)
+        if metrics is None:
+            return self._evaluate("after")
+        self.callbacks.on_eval("after", metrics)
         return metrics
 
 

@@ -279,17 +279,21 @@ class Metrics:
         self.s = session
 
     def put(self, job_id: str, kind: str, values: dict[str, Any], *, step=None, round=None, phase=None) -> None:
-        """Record one step (by step), round (by round) or eval (by phase), replacing an earlier record
-        of the same one: a retried or redone write leaves exactly one row."""
-        key = {"step": Metric.step == step, "round": Metric.round == round, "eval": Metric.phase == phase}[kind]
+        """Record one step (by step), round (by round) or eval (by phase and round: the periodic ones
+        recur), replacing an earlier record of the same one: a retried or redone write leaves one row."""
+        key = {"step": Metric.step == step, "round": Metric.round == round,
+               "eval": and_(Metric.phase == phase, Metric.round == round)}[kind]  # fmt: skip
         self.s.execute(delete(Metric).where(Metric.job_id == job_id, Metric.kind == kind, key))
         self.s.add(Metric(job_id=job_id, kind=kind, values=values, step=step, round=round, phase=phase))
 
     def drop_from_round(self, job_id: str, round_index: int) -> None:
-        """Forget step and round records of rounds a resumed run will do again."""
-        self.s.execute(
-            delete(Metric).where(Metric.job_id == job_id, Metric.kind.in_(("step", "round")), Metric.round >= round_index)
+        """Forget step and round records of rounds a resumed run will do again, and the periodic
+        evaluations after its checkpoint (the one at the checkpoint's boundary is part of it)."""
+        redone = or_(
+            and_(Metric.kind.in_(("step", "round")), Metric.round >= round_index),
+            and_(Metric.kind == "eval", Metric.phase == "interval", Metric.round > round_index),
         )
+        self.s.execute(delete(Metric).where(Metric.job_id == job_id, redone))
 
     def query(
         self, job_id: str, *, kind=None, step_min=None, step_max=None, limit: int = 1000
@@ -329,6 +333,22 @@ class Checkpoints:
     def final(self, job_id: str) -> Checkpoint | None:
         q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.final.desc(), Checkpoint.seq.desc())
         return self.s.scalar(q.limit(1))
+
+    def best(self, job_id: str) -> Checkpoint | None:
+        """The checkpoint marked best (``metrics["best"]``) by the periodic held-out evaluations."""
+        rows = self.s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, ~Checkpoint.final))
+        return next((c for c in rows if c.metrics.get("best")), None)
+
+    def mark_best(self, job_id: str, round_index: int) -> bool:
+        """Mark the (not final) checkpoint of ``round_index`` best and no other; True if that changed."""
+        changed = False
+        for c in self.s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, ~Checkpoint.final)):
+            best = c.round == round_index
+            if bool(c.metrics.get("best")) != best:
+                c.metrics = {**{k: v for k, v in c.metrics.items() if k != "best"}, **({"best": True} if best else {})}
+                changed = changed or best
+        self.s.flush()
+        return changed
 
     def rounds(self, job_id: str) -> set[int]:
         """Rounds with a recorded (not final) checkpoint."""

@@ -88,6 +88,8 @@ class JobRecorder(Callback):
         self.step = 0
         self.last_step: dict[str, Any] = {}
         self.last_round: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}  # the last held-out evaluation: its checkpoint carries it
+        self.best: dict[str, Any] | None = None  # the trainer's best periodic evaluation (Progress.best)
         self._polled_at = 0.0
         self._stop: str | None = None
 
@@ -116,11 +118,16 @@ class JobRecorder(Callback):
 
     def on_eval(self, phase: str, metrics: dict[str, Any]) -> None:
         metrics = jsonable(metrics)
+        self.last_eval = metrics
+        step, round_index = metrics.get("step", self.step), metrics.get("round")
         summary = _fmt(metrics, (*[k for k in metrics if k.startswith("pass@")], "mean_reward"))
+        message = f"Evaluation {phase}: {summary}"
+        if phase == "interval":
+            message = f"Step {step}: held-out pass@1 {metrics.get('pass@1', 0):.3g} on {metrics.get('problems')} problems"
 
         def record(s: Session) -> None:
-            Metrics(s).put(self.job_id, "eval", metrics, phase=phase, step=self.step)
-            Events(s).add(self.job_id, f"Evaluation {phase}: {summary}", type="metrics", data=metrics)
+            Metrics(s).put(self.job_id, "eval", metrics, phase=phase, step=step, round=round_index)
+            Events(s).add(self.job_id, message, type="metrics", data=metrics)
 
         self.write(record)
 
@@ -145,6 +152,9 @@ class JobRecorder(Callback):
 
         self.write(record)
 
+    def on_round_end(self, state: Any) -> None:
+        self.best = jsonable(state.progress.best)  # before the Checkpointer saves this boundary
+
     def on_checkpoint(self, path: Path, round_index: int) -> None:
         # The trainer's directory exists first, then the archive, then the row: a directory or an
         # archive without a row is removed when the job resumes (runner.reconcile_checkpoints).
@@ -155,11 +165,18 @@ class JobRecorder(Callback):
     def record_checkpoint(self, s: Session, key: str, round_index: int, *, final: bool) -> None:
         merged = {**self.last_round, **self.last_step}
         metrics = {k: v for k, v in merged.items() if isinstance(v, int | float) and k != "round"}
+        metrics.update(held_out_metrics(self.last_eval, round_index))
         suffix = "final" if final else f"ckpt-step-{self.step}"
-        Checkpoints(s).put(Checkpoint(job_id=self.job_id, round=round_index, step_number=self.step, final=final,
-                                      name=f"{self.checkpoint_name}:{suffix}", metrics=metrics, storage_key=key))  # fmt: skip
+        checkpoints = Checkpoints(s)
+        checkpoints.put(Checkpoint(job_id=self.job_id, round=round_index, step_number=self.step, final=final,
+                                   name=f"{self.checkpoint_name}:{suffix}", metrics=metrics, storage_key=key))  # fmt: skip
         what = "Final adapter" if final else f"Checkpoint of round {round_index}"
         Events(s).add(self.job_id, f"{what} saved at step {self.step}")
+        best = self.best
+        if not final and best and best.get("round") == round_index and checkpoints.mark_best(self.job_id, round_index):
+            Events(s).add(self.job_id, f"New best checkpoint: step {best['step']} (round {round_index}), held-out "
+                          f"pass@1 {best['pass@1']:.3g} on {best.get('problems')} problems",
+                          data={k: best.get(k) for k in ("step", "round", "pass@1", "problems")})  # no worker paths
 
     def should_stop(self) -> str | None:
         if self.lease.lost:
@@ -174,6 +191,16 @@ class JobRecorder(Callback):
                 return "cancel"
             self._stop = {"running": None, "paused": "pause"}.get(status, "cancel")
         return self._stop
+
+
+def held_out_metrics(evaluation: dict[str, Any], round_index: int) -> dict[str, Any]:
+    """A checkpoint's held-out scores, named as OpenAI names full-validation-set checkpoint metrics,
+    when the last evaluation scored exactly its weights (same round)."""
+    if not evaluation or evaluation.get("round") != round_index:
+        return {}
+    pass_at = {f"full_valid_{k}": v for k, v in evaluation.items() if k.startswith("pass@")}
+    return {**pass_at, "full_valid_mean_reward": evaluation.get("mean_reward"),
+            "full_valid_problems": evaluation.get("problems")}  # fmt: skip
 
 
 def checkpoint_key(job_id: str, round_index: int) -> str:

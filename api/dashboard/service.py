@@ -71,6 +71,7 @@ def job_page(s: Session, project_id: str, job_id: str) -> JobPage:
     rounds = [{**m.values, "round": m.round} for m in records if m.kind == "round"]
     steps = [{**m.values, "step": m.step, "round": m.round} for m in records if m.kind == "step"]
     evals = {m.phase: m.values for m in records if m.kind == "eval" and m.phase}
+    interval = [{**m.values, "step": m.step} for m in records if m.kind == "eval" and m.phase == "interval"]
     final_step = steps[-1]["step"] if steps else 0
     events, _ = Events(s).page(job.id, None, EVENTS_SHOWN)
     checkpoints, _ = Checkpoints(s).page(job.id, None, CHECKPOINTS_SHOWN)
@@ -80,7 +81,7 @@ def job_page(s: Session, project_id: str, job_id: str) -> JobPage:
         last_round=rounds[-1] if rounds else None,
         evals=evals,
         health=views.health(rounds, steps),
-        series=views.series(rounds, steps, evals, final_step),
+        series=views.series(rounds, steps, evals, final_step, interval),
         events=[event_object(e) for e in events],
         checkpoints=[checkpoint_object(c) for c in checkpoints],
     )

@@ -89,8 +89,10 @@ def duration(seconds: float | None) -> str:
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
 
 
-def series(rounds: list[dict], steps: list[dict], evals: dict[str, dict], final_step: int) -> dict[str, Any]:
-    """Columns for the plots: {"round": {"x": [...], key: [...]}, "step": {...}, "eval": {...}}.
+def series(rounds: list[dict], steps: list[dict], evals: dict[str, dict], final_step: int,
+           interval: list[dict] = ()) -> dict[str, Any]:  # fmt: skip
+    """Columns for the plots: {"round": {"x": [...], key: [...]}, "step": {...}, "eval": {...}}; the
+    eval plot has before (step 0), the ``interval`` evaluations (eval_interval, at their step) and after.
     A missing or non-finite value is null, which the chart draws as a gap."""
 
     def column(records: list[dict], key: str) -> list[float | None]:
@@ -101,12 +103,14 @@ def series(rounds: list[dict], steps: list[dict], evals: dict[str, dict], final_
         "round": {"x": [r["round"] for r in rounds], **{k: column(rounds, k) for k in keys["round"]}},
         "step": {"x": [r["step"] for r in steps], **{k: column(steps, k) for k in keys["step"]}},
     }
-    phases = [p for p in ("before", "after") if p in evals]
-    k_key = next((k for e in evals.values() for k in e if k.startswith("pass@") and k != "pass@1"), None)
+    points = [(0, evals["before"])] if "before" in evals else []
+    points += [(e.get("step"), e) for e in interval]
+    points += [(final_step, evals["after"])] if "after" in evals else []
+    k_key = next((k for _, e in points for k in e if k.startswith("pass@") and k != "pass@1"), None)
     out["eval"] = {
-        "x": [0 if p == "before" else final_step for p in phases],
-        "pass@1": [_number(evals[p].get("pass@1")) for p in phases],
-        "pass@k": [_number(evals[p].get(k_key)) if k_key else None for p in phases],
+        "x": [x for x, _ in points],
+        "pass@1": [_number(e.get("pass@1")) for _, e in points],
+        "pass@k": [_number(e.get(k_key)) if k_key else None for _, e in points],
         "k_label": k_key or "pass@k",
     }
     return out

@@ -155,6 +155,7 @@ def download_checkpoint_adapter(
     fine_tuning_job_id: str, checkpoint_id: str, rt: Runtime = Depends(runtime), s: Session = Session_,
     project: str = Project,
 ):  # fmt: skip
-    """Ours: one checkpoint's adapter as a .tar.gz."""
+    """Ours: one checkpoint's adapter as a .tar.gz; checkpoint id ``best`` names the checkpoint with the
+    best held-out pass@1 of the evaluations every eval_interval steps."""
     ckpt = jobs.get_checkpoint(s, project, fine_tuning_job_id, checkpoint_id)
     return _archive(rt, ckpt.storage_key, f"{fine_tuning_job_id}-round-{ckpt.round}")

@@ -141,14 +141,16 @@ def config_values(
             "eval_problems",
             samples,
             "eval_samples",
-            f"{samples} held-out problems evaluated before and after training (eval_problems)",
+            f"{samples} held-out problems evaluated before and after training, and every eval_interval "
+            "steps (eval_problems)",
         )
     if (every := _integer(hp, "eval_interval", 1)) is not None:
         put(
             "eval_interval",
             every,
             "eval_interval",
-            f"held-out evaluation every {every} optimizer steps on the validation file (eval_interval)",
+            f"held-out evaluation every {every} optimizer steps on the validation file (eval_interval), at the "
+            "first round boundary at or after each multiple and at the end; the best checkpoint is marked",
         )
     if (effort := hp.get("reasoning_effort")) is not None and effort != "auto":
         if effort not in REASONING_EFFORTS:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import Runtime
-from api.errors import IdempotencyKeyReused, InvalidRequest, NotFound
+from api.errors import ApiError, IdempotencyKeyReused, InvalidRequest, NotFound
 from api.schemas import JobCreate
 from api.services.files import get_file, read_records
 from api.services.graders import check_for_job
@@ -28,6 +28,7 @@ from store.repos import Checkpoints, Events, Jobs, Metrics, Outboxes, UnknownCur
 
 log = logging.getLogger("rapid.api")
 PARAM = "fine_tuning_job_id"
+BEST = "best"  # the checkpoint id that names the job's best checkpoint
 
 
 def request_hash(body: Any) -> str:
@@ -177,10 +178,22 @@ def list_metrics(s: Session, project_id: str, job_id: str, *, kind: str | None, 
     return Metrics(s).query(job.id, kind=kind, step_min=step_min, step_max=step_max, limit=limit)
 
 
+class NoBestCheckpoint(NotFound):
+    def __init__(self, job_id: str):
+        ApiError.__init__(self, f"Job {job_id} has no best checkpoint (yet): checkpoints are scored only with the "
+                          "hyperparameter eval_interval, from its first evaluation on", "checkpoint_id", "not_found")  # fmt: skip
+
+
 def get_checkpoint(s: Session, project_id: str, job_id: str, checkpoint_id: str | None) -> Checkpoint:
-    """A checkpoint of the job, or its final (else newest) one when ``checkpoint_id`` is None."""
+    """A checkpoint of the job, its final (else newest) one when ``checkpoint_id`` is None, or the one
+    marked best by the periodic held-out evaluations when it is ``"best"``."""
     job = get_job(s, project_id, job_id)
     repo = Checkpoints(s)
+    if checkpoint_id == BEST:
+        ckpt = repo.best(job.id)
+        if ckpt is None:
+            raise NoBestCheckpoint(job.id)
+        return ckpt
     ckpt = repo.final(job.id) if checkpoint_id is None else repo.get(job.id, checkpoint_id)
     if ckpt is None:
         raise NotFound("checkpoint", checkpoint_id or f"of job {job.id}", "checkpoint_id")

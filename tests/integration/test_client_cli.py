@@ -70,7 +70,8 @@ def test_create_follow_and_download_a_job(served, env, tmp_path):
     assert "successfully completed" in rapid(env, "jobs", "events", job_id).stdout
     checkpoints = rapid(env, "jobs", "checkpoints", job_id).stdout.splitlines()
     assert (
-        checkpoints[0].split() == ["ID", "ROUND", "STEP", "REWARD", "CREATED"] and "final" in checkpoints[1]
+        checkpoints[0].split() == ["ID", "ROUND", "STEP", "REWARD", "PASS@1", "BEST", "CREATED"]
+        and "final" in checkpoints[1]
     )
 
     downloaded = rapid(env, "jobs", "download", job_id, "-o", str(tmp_path / "adapter"))
@@ -84,6 +85,90 @@ def test_create_follow_and_download_a_job(served, env, tmp_path):
         AutoModelForCausalLM.from_pretrained(ensure_tiny_model()), downloaded.stdout.strip()
     )
     assert model.peft_config["default"].r == 4
+
+
+def test_eval_interval_scores_checkpoints_and_the_best_one_downloads(served, env, tmp_path):
+    train = arithmetic_jsonl(tmp_path / "train.jsonl")
+    held_out = arithmetic_jsonl(tmp_path / "eval.jsonl", n=6)
+    # 2 steps a round: eval_interval=3 evaluates at the boundaries of steps 4 and 6 (and 6 is the last).
+    created = rapid(env, "jobs", "create", "-t", str(train), "-v", str(held_out), "-g", GRADER_SHORT,
+                    "-m", "tiny-random", *hp_flags(rounds=3, eval_interval=3, keep_checkpoints=1), "--follow",
+                    "--interval", "0.5")  # fmt: skip
+    assert created.returncode == 0, created.stderr + served.logs()
+    job_id = created.stdout.splitlines()[0]
+
+    key = {"Authorization": f"Bearer {env['RAPID_API_KEY']}"}
+    http = httpx.Client(base_url=f"{served.base_url}/v1/fine_tuning/jobs/{job_id}", headers=key, timeout=60)
+    evals = http.get("/metrics", params={"kind": "eval"}).json()["data"]
+    interval = [m for m in evals if m["phase"] == "interval"]
+    assert [(m["step"], m["round"]) for m in interval] == [(4, 2), (6, 3)]
+    assert all(m["metrics"]["problems"] == 3 for m in interval)
+    events = rapid(env, "jobs", "events", job_id).stdout
+    for m in interval:
+        assert f"Step {m['step']}: held-out pass@1 {m['metrics']['pass@1']:.3g} on 3 problems" in events
+    scores = [m["metrics"]["pass@1"] for m in interval]
+    best_round = interval[scores.index(max(scores))]["round"]  # the earlier on a tie
+    assert f"best checkpoint: step {2 * best_round} (round {best_round}), held-out pass@1 {max(scores):.3f}" in created.stderr
+    assert f"New best checkpoint: step {2 * best_round} (round {best_round})" in events
+
+    checkpoints = http.get("/checkpoints").json()["data"]
+    best = [c for c in checkpoints if c["best"]]
+    assert [c["round"] for c in best] == [best_round] and not best[0]["final"]
+    assert best[0]["metrics"]["full_valid_pass@1"] == max(scores)
+    scored = {c["round"]: c["metrics"].get("full_valid_pass@1") for c in checkpoints if not c["final"]}
+    assert scored == {1: None, 2: scores[0], 3: scores[1]}  # round 1 was not evaluated
+    listed = rapid(env, "jobs", "checkpoints", job_id).stdout.splitlines()
+    assert [line.split()[0] for line in listed if line.split()[-3] == "best"] == [best[0]["id"]]
+
+    downloaded = rapid(env, "jobs", "download", job_id, "--best", "-o", str(tmp_path / "best"))
+    assert downloaded.returncode == 0, downloaded.stderr
+    archive = http.get(f"/checkpoints/{best[0]['id']}/adapter").content
+    assert http.get("/checkpoints/best/adapter").content == archive
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from rapid_core.models import ensure_tiny_model
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ensure_tiny_model()),
+                                      downloaded.stdout.strip())  # fmt: skip
+    assert model.peft_config["default"].r == 4
+    both = rapid(env, "jobs", "download", job_id, "--best", "--checkpoint", best[0]["id"])
+    assert both.returncode == 2 and "--best" in both.stderr
+
+
+def test_the_best_checkpoint_survives_pause_resume_and_cancel(served, env, tmp_path):
+    train = arithmetic_jsonl(tmp_path / "train.jsonl")
+    held_out = arithmetic_jsonl(tmp_path / "eval.jsonl", n=6)
+    created = rapid(env, "jobs", "create", "-t", str(train), "-v", str(held_out), "-g", GRADER_SHORT,
+                    "-m", "tiny-random", *hp_flags(rounds=100_000, eval_interval=2, keep_checkpoints=1))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    job_id = created.stdout.strip()
+    key = {"Authorization": f"Bearer {env['RAPID_API_KEY']}"}
+    http = httpx.Client(base_url=f"{served.base_url}/v1/fine_tuning/jobs/{job_id}", headers=key, timeout=60)
+    status = lambda: http.get(f"{served.base_url}/v1/fine_tuning/jobs/{job_id}").json()["status"]  # noqa: E731
+    interval = lambda: [m for m in http.get("/metrics", params={"kind": "eval"}).json()["data"]  # noqa: E731
+                        if m["phase"] == "interval"]  # fmt: skip
+
+    wait_until(lambda: http.get("/checkpoints/best/adapter").status_code == 200, 180, "a best checkpoint", served)
+    assert http.post("/pause").status_code == 200
+    wait_until(lambda: http.post("/resume").status_code == 200, 60, "the paused job to accept resume", served)
+    wait_until(lambda: status() == "running", 180, "the resumed job to run", served)
+    seen = len(interval())
+    wait_until(lambda: len(interval()) > seen + 1, 180, "evaluations of the resumed run", served, every=1.0)
+    assert http.post("/cancel").status_code == 200
+    wait_until(lambda: status() == "cancelled", 60, "the job to be cancelled", served)
+
+    evals = interval()  # one per evaluated boundary: each at the round's last step, none redone twice
+    assert [(m["round"], m["step"]) for m in evals] == [(r, 2 * r) for r in range(1, len(evals) + 1)]
+    scores = [m["metrics"]["pass@1"] for m in evals]
+    ckpts = http.get("/checkpoints", params={"limit": 1000}).json()["data"]
+    best = [c for c in ckpts if c["best"]]
+    assert len(best) == 1 and best[0]["metrics"]["full_valid_pass@1"] == max(scores)
+    assert best[0]["round"] == scores.index(max(scores)) + 1  # the earliest top score of the kept history
+    archive = http.get("/checkpoints/best/adapter")
+    assert archive.status_code == 200 and archive.content == http.get(f"/checkpoints/{best[0]['id']}/adapter").content
+    downloaded = rapid(env, "jobs", "download", job_id, "--best", "-o", str(tmp_path / "best"))
+    assert downloaded.returncode == 0 and (tmp_path / "best" / "adapter_config.json").is_file()
 
 
 def test_follow_exits_1_when_the_job_is_cancelled_after_pause_and_resume(served, env, tmp_path):

@@ -171,6 +171,27 @@ def test_checkpoints_list_has_first_and_last_id(client, sdk):
     assert events.data[0].object == "fine_tuning.job.event" and events.data[0].level == "info"
 
 
+def test_the_best_checkpoint_is_marked_and_resolves_by_the_id_best(client, sdk, tmp_path):
+    job = sdk.fine_tuning.jobs.create(**job_body(upload(client)))
+    missing = error_of(client.get(f"{JOBS}/{job.id}/checkpoints/best/adapter"), 404)
+    assert missing["param"] == "checkpoint_id" and "eval_interval" in missing["message"]
+    runtime = client.app.state.runtime
+    (tmp_path / "k2").write_bytes(b"the best archive")
+    runtime.artifacts.put_file("k2", tmp_path / "k2")
+    with runtime.sessions() as s:
+        for n in (1, 2, 3):
+            scores = {"full_valid_pass@1": 0.25 * n % 0.75, **({"best": True} if n == 2 else {})}
+            s.add(Checkpoint(job_id=job.id, round=n, step_number=2 * n, name=f"{job.id}:ckpt-{n}",
+                             metrics={"loss": 0.5, **scores}, storage_key=f"k{n}"))  # fmt: skip
+        s.commit()
+    listed = sdk.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.model_extra["best"] for c in listed] == [False, True, False]
+    assert listed[1].metrics.model_extra["full_valid_pass@1"] == 0.5 and "best" not in listed[1].metrics.model_extra
+    response = client.get(f"{JOBS}/{job.id}/checkpoints/best/adapter")
+    assert response.status_code == 200 and response.content == b"the best archive"
+    assert "round-2" in response.headers["content-disposition"]
+
+
 # --- bad bytes -------------------------------------------------------------------------------------
 
 

@@ -146,3 +146,11 @@ def test_series_leave_gaps_for_missing_values():
     )
     assert out["round"]["reward_mean"] == [None] and out["eval"] == {
         "x": [8], "pass@1": [0.5], "pass@k": [0.7], "k_label": "pass@4"}  # fmt: skip
+
+
+def test_eval_series_has_the_interval_evaluations_at_their_steps():
+    interval = [{"step": 4, "pass@1": 0.25, "pass@2": 0.5}, {"step": 8, "pass@1": 0.5, "pass@2": 0.75}]
+    evals = {"before": {"pass@1": 0.0, "pass@2": 0.25}, "after": {"pass@1": 0.5, "pass@2": 0.75}}
+    out = views.series([], [], evals, 8, interval)
+    assert out["eval"] == {"x": [0, 4, 8, 8], "pass@1": [0.0, 0.25, 0.5, 0.5], "pass@k": [0.25, 0.5, 0.75, 0.75],
+                           "k_label": "pass@2"}  # fmt: skip

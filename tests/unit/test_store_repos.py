@@ -15,8 +15,8 @@ from store.broker import jobs_in_broker, make_celery
 from store.db import StoreUnavailable, make_engine, make_sessionmaker, transact
 from store.dispatch import publish, recover_lost
 from store.migrate import upgrade
-from store.models import Job
-from store.repos import Events, Jobs, Keys, Outboxes, hash_key
+from store.models import Checkpoint, Job
+from store.repos import Checkpoints, Events, Jobs, Keys, Metrics, Outboxes, hash_key
 from store.settings import Settings
 
 
@@ -185,3 +185,29 @@ def test_outbox_rows_are_published_once_and_lost_messages_found_again(tmp_path):
     for message in (settings.broker_dir / "queue").glob("*.msg"):
         message.unlink()
     assert recover_lost(sessions, celery, {job.id}) == ([], set())
+
+
+def test_one_checkpoint_is_marked_best_and_a_redone_round_forgets_its_evaluation(session):
+    key, _ = Keys(session).create("alpha")
+    job = make_job(session, key.project_id)
+    repo = Checkpoints(session)
+    for r in (1, 2, 3):
+        repo.put(Checkpoint(job_id=job.id, round=r, step_number=2 * r, name=f"c{r}", metrics={"loss": 0.5},
+                            storage_key=f"k{r}"))  # fmt: skip
+    repo.put(Checkpoint(job_id=job.id, round=3, step_number=6, final=True, name="f", metrics={}, storage_key="f"))
+    assert repo.best(job.id) is None
+    assert repo.mark_best(job.id, 1) and repo.best(job.id).round == 1
+    assert not repo.mark_best(job.id, 1)  # already best: nothing changed, no second "new best" event
+    assert repo.mark_best(job.id, 3) and repo.best(job.id).round == 3 and not repo.best(job.id).final
+    marked = [c.round for c in session.query(Checkpoint).filter_by(job_id=job.id) if c.metrics.get("best")]
+    assert marked == [3] and repo.best(job.id).metrics == {"loss": 0.5, "best": True}
+
+    metrics = Metrics(session)
+    metrics.put(job.id, "eval", {"pass@1": 0.1}, phase="before", step=0, round=0)
+    for r in (1, 2, 3):  # the periodic evaluations recur: one row each, a retried write replaces its own
+        metrics.put(job.id, "eval", {"pass@1": r / 10}, phase="interval", step=2 * r, round=r)
+    metrics.put(job.id, "eval", {"pass@1": 0.25}, phase="interval", step=4, round=2)
+    assert [m.values["pass@1"] for m in metrics.query(job.id, kind="eval")] == [0.1, 0.1, 0.3, 0.25]
+    metrics.drop_from_round(job.id, 2)  # resumed from the checkpoint of round 2: its evaluation is kept
+    assert [(m.phase, m.round) for m in metrics.query(job.id, kind="eval")] == [("before", 0), ("interval", 1),
+                                                                                 ("interval", 2)]  # fmt: skip
