@@ -9,7 +9,15 @@ import subprocess
 import sys
 
 import pytest
-from service_harness import GRADER, ROOT, Service, arithmetic_jsonl, service_env, tiny_hyperparameters, wait_until
+from service_harness import (
+    GRADER,
+    ROOT,
+    Service,
+    arithmetic_jsonl,
+    service_env,
+    tiny_hyperparameters,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 CONSTANT = {"type": "python", "source": "def grade(sample, item):\n    return 0.5\n"}  # runs in the sandbox
