@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 from rapid_core.config import TrainConfig
-from rapid_core.state import total_rounds
 
 # Thresholds of the warnings.
 ZERO_VARIANCE_WARN = 0.5  # share of groups with identical rewards
@@ -56,6 +55,8 @@ class Measured:
 
 
 def job_size(cfg: TrainConfig) -> JobSize:
+    from rapid_core.state import total_rounds  # state imports torch; the report itself needs none
+
     rounds = total_rounds(cfg)
     phases = (2 if cfg.eval_before else 1) if cfg.eval_problems else 0
     eval_samples = phases * cfg.eval_problems * cfg.eval_k
