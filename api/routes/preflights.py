@@ -27,6 +27,7 @@ def create_preflight(
 
 @router.get("/{preflight_id}")
 def retrieve_preflight(
-    preflight_id: str, s: Session = Depends(session), project: str = Depends(project_id)
-) -> PreflightObject:
-    return preflight_object(preflights.get_preflight(s, project, preflight_id))
+    preflight_id: str, rt: Runtime = Depends(runtime), s: Session = Depends(session),
+    project: str = Depends(project_id),
+) -> PreflightObject:  # fmt: skip
+    return preflight_object(preflights.get_preflight(s, rt, project, preflight_id))

@@ -22,9 +22,6 @@ from store.repos import Preflights
 
 log = logging.getLogger("rapid.api")
 PARAM = "preflight_id"
-# Past its deadline a worker finishes the chunk of prompts it is sampling and stores the report; a
-# pre-flight still unfinished this much later never will be (no worker took it, or it died).
-GRACE_S = 60
 
 
 def create_preflight(s: Session, rt: Runtime, project_id: str, req: PreflightCreate) -> Preflight:
@@ -45,11 +42,14 @@ def create_preflight(s: Session, rt: Runtime, project_id: str, req: PreflightCre
     return row
 
 
-def get_preflight(s: Session, project_id: str, preflight_id: str) -> Preflight:
+def get_preflight(s: Session, rt: Runtime, project_id: str, preflight_id: str) -> Preflight:
+    """The pre-flight; failed here if it is unfinished ``preflight_grace_seconds`` past its deadline (past
+    it a worker finishes the chunk it samples and reports; later than the grace, no worker took it or it
+    died)."""
     row = Preflights(s).get(project_id, preflight_id)
     if row is None:
         raise NotFound("pre-flight", preflight_id, PARAM)
-    if Preflights(s).expire(row.id, GRACE_S):
+    if Preflights(s).expire(row.id, rt.settings.preflight_grace_seconds):
         s.commit()
         s.refresh(row)
     return row

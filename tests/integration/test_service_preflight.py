@@ -1,5 +1,5 @@
 """Pre-flight through the real service on the embedded defaults (``rapid serve``: SQLite, the
-filesystem broker, its own worker) with the tiny random model: the report, its warnings, the
+filesystem broker, its own worker; a 1 s grace and a cpu-only worker) with the tiny random model: the report, its warnings, the
 refusals, the CLI, and that no job is left behind."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ CONSTANT = {"type": "python", "source": "def grade(sample, item):\n    return 0.
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("preflight")
-    service = Service(service_env(work), work)
+    service = Service(service_env(work, preflight_grace_seconds="1", worker_queues="cpu"), work)
     try:
         service.start_api("-m", "api.cli", "serve", "--port", "{port}")
         yield service
@@ -113,9 +113,13 @@ def test_a_bad_body_is_refused_naming_the_field(served, key, training, change, p
     assert 400 <= answer.status_code < 500 and answer.json()["error"]["param"] == param, answer.text
 
 
-def test_preflight_goes_to_the_queue_of_the_jobs_device(served, key, training):
-    run = served.http(key).post("/v1/fine_tuning/preflights", json=body(training, hp={"device": "cuda"})).json()
-    assert run["queue"] == "cuda" and run["status"] == "queued"  # this box's worker consumes only cpu
+def test_preflight_goes_to_the_queue_of_the_jobs_device_and_fails_when_none_takes_it(served, key, training):
+    payload = body(training, hp={"device": "cuda"}, timeout_s=10)
+    run = served.http(key).post("/v1/fine_tuning/preflights", json=payload).json()
+    assert run["queue"] == "cuda" and run["status"] == "queued"  # the worker consumes only cpu
+    run = finished(served, key, run["id"])  # bounded: timeout_s and the grace (1 s here) later, it has failed
+    assert run["status"] == "failed" and run["error"]["code"] == "preflight_timeout" and run["report"] is None
+    assert run["finished_at"] - run["created_at"] <= 10 + 1 + 2
 
 
 def rapid(env: dict, *args: str) -> subprocess.CompletedProcess:
