@@ -36,7 +36,12 @@ def run_preflight(preflight_id: str, settings: Settings, sessions: sessionmaker[
         row = Preflights(s).by_id(preflight_id)
         if row is None or not Preflights(s).start(preflight_id):
             return None
-        return dict(row.config), Files(s).by_id(row.training_file).storage_key, row.prompts, row.deadline
+        training = Files(s).by_id(row.training_file)
+        if training is None:  # deleted since: a pre-flight does not hold its file as a job does
+            Preflights(s).fail(preflight_id, {"code": "invalid_job", "param": "training_file",
+                                              "message": f"The training file {row.training_file} was deleted"})  # fmt: skip
+            return None
+        return dict(row.config), training.storage_key, row.prompts, row.deadline
 
     claimed = transact(sessions, claim, retry_for=retry)
     if claimed is None:  # a second delivery, or it waited in the queue past its deadline
