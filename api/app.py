@@ -12,7 +12,7 @@ from api import dashboard
 from api.deps import Runtime
 from api.errors import install_error_handlers
 from api.guard import RequestGuard
-from api.routes import files, graders, jobs, ops
+from api.routes import files, graders, jobs, ops, preflights
 from api.services.grader_gate import GraderGate
 from store.artifacts import LocalArtifacts
 from store.broker import make_celery
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         graders=GraderGate(settings.grader_runs_per_project, settings.grader_runs_total),
     )
     install_error_handlers(app)
-    for router in (files.router, jobs.router, graders.router, ops.router):
+    for router in (files.router, jobs.router, preflights.router, graders.router, ops.router):
         app.include_router(router)
     # Key and size checks before any body is read; inside ``_observe``, which counts their answers.
     app.add_middleware(RequestGuard, runtime=rt, handlers=app.exception_handlers)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from api.services.job_config import openai_hyperparameters
-from store.models import Checkpoint, Event, File, Job, Metric
+from store.models import Checkpoint, Event, File, Job, Metric, Preflight
 
 METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's documented bounds
 
@@ -71,6 +71,17 @@ class JobCreate(BaseModel):
                 "method.reinforcement.hyperparameters",
             )
         return None
+
+
+PREFLIGHT_PROMPTS, PREFLIGHT_TIMEOUT_S = 64, 600  # a pre-flight's bounds (ours)
+
+
+class PreflightCreate(JobCreate):
+    """A job body (validated as POST /v1/fine_tuning/jobs validates it) plus how much to sample."""
+
+    prompts: int = Field(8, ge=1, le=PREFLIGHT_PROMPTS, description="Prompts to sample, each group_size times")
+    timeout_s: int = Field(300, ge=10, le=PREFLIGHT_TIMEOUT_S, description="Seconds from now after which it "
+                           "stops sampling and, unfinished, fails (a worker must take it before then)")  # fmt: skip
 
 
 class GraderValidate(BaseModel):
@@ -339,3 +350,30 @@ def checkpoint_object(c: Checkpoint) -> CheckpointObject:
 def metric_object(m: Metric) -> MetricObject:
     return MetricObject(kind=m.kind, step=m.step, round=m.round, phase=m.phase, created_at=m.created_at,
                         metrics=m.values)  # fmt: skip
+
+
+class PreflightObject(BaseModel):
+    """A pre-flight (ours): queued, running, then succeeded with its ``report`` or failed with ``error``."""
+
+    id: str
+    object: Literal["fine_tuning.preflight"] = "fine_tuning.preflight"
+    status: str = Field(description="queued, running, succeeded or failed")
+    model: str
+    training_file: str
+    queue: str = Field(description="The worker class (queue) the job would run on, where this one ran")
+    prompts: int
+    timeout_s: int
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    report: dict[str, Any] | None = Field(description="reward, zero_variance_share, grader, completions, timing, "
+                                                      "eta and warnings; see docs/preflight.md")  # fmt: skip
+    error: JobError | None
+
+
+def preflight_object(p: Preflight) -> PreflightObject:
+    return PreflightObject(
+        id=p.id, status=p.status, model=p.model, training_file=p.training_file, queue=p.queue, prompts=p.prompts,
+        timeout_s=p.timeout_s, created_at=p.created_at, started_at=p.started_at, finished_at=p.finished_at,
+        report=p.report, error=p.error,
+    )  # fmt: skip

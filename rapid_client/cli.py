@@ -26,6 +26,7 @@ EPILOG = """examples:
   export RAPID_API_KEY=$(rapid keys create --project demo)
   rapid jobs create --training-file train.jsonl --validation-file eval.jsonl \\
       --grader 'numeric:{{item.answer}}' --hp rounds=12 --hp learning_rate=3e-4 --follow
+  rapid jobs preflight --training-file train.jsonl --grader 'numeric:{{item.answer}}' --hp rounds=12
   rapid jobs list
   rapid jobs follow ftjob-...          # exits 1 if the job fails or is cancelled
   rapid jobs download ftjob-... -o adapter/
@@ -62,6 +63,48 @@ def cmd_create(client: openai.OpenAI, args: argparse.Namespace) -> int:
         f"created {job.id} ({job.status}): `rapid jobs follow {job.id}` shows its progress", file=sys.stderr
     )
     return cmd_follow(client, argparse.Namespace(job=job.id, interval=args.interval)) if args.follow else 0
+
+
+def cmd_preflight(client: openai.OpenAI, args: argparse.Namespace) -> int:
+    run = jobs.preflight(
+        client, model=args.model, training_file=args.training_file, grader=parse_grader(args.grader),
+        hyperparameters=parse_hyperparameters(args.hp, args.hyperparameters), seed=args.seed, prompts=args.prompts,
+        timeout_s=args.timeout, interval=args.interval,
+    )  # fmt: skip
+    if args.json:
+        _json(run)
+    elif run["status"] == "succeeded":
+        print(preflight_text(run))
+    if run["status"] != "succeeded":
+        error = run.get("error") or {}
+        print(f"pre-flight {run['id']} {run['status']}: {error.get('message', 'no report')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def preflight_text(run: dict[str, Any]) -> str:
+    """A pre-flight's report as a person reads it."""
+    r = run["report"]
+    reward, grader, lengths = r["reward"], r["grader"], r["completions"]
+    lat, eta = grader["latency_s"], r["eta"]
+    lines = [
+        f"pre-flight {run['id']}: {r['prompts']} prompts x {r['group_size']} samples of {r['model']} "
+        f"on queue {run['queue']} ({r['device']})",
+        f"  reward         mean {reward['mean']:.3f}  std {reward['std']:.3f}  pass rate {reward['pass_rate']:.0%}",
+        f"  no signal      {r['zero_variance_share']:.0%} of groups have identical rewards",
+        f"  grader         {grader['errors']} errors, {grader['timeouts']} timeouts, "
+        f"{grader['sandbox_failures']} sandbox failures; latency p50 {lat['p50']:.3f} s  p90 {lat['p90']:.3f} s  "
+        f"p99 {lat['p99']:.3f} s",
+        f"  completions    {lengths['tokens']['mean']:.1f} tokens on average (max {lengths['tokens']['max']:.0f}); "
+        f"{lengths['truncated_share']:.0%} hit max_new_tokens={lengths['max_new_tokens']}",
+        f"  eta            {_seconds(eta['seconds'])} for the whole job: {eta['basis']}",
+    ]  # fmt: skip
+    lines += [f"  warning: {w}" for w in r["warnings"] if not w.startswith("Estimated time")]
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.0f} s ({value / 60:.1f} min)"
 
 
 def cmd_list(client: openai.OpenAI, args: argparse.Namespace) -> int:
@@ -207,6 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--suffix", help="a name for the fine-tuned model")
     create.add_argument("--follow", "-f", action="store_true", help="follow the job after creating it")
     create.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
+
+    pf = command("preflight", cmd_preflight, "dry-run a job body: sample a few prompts x G with the base model on "
+                 "a worker, grade them, and report the signal, grader health, lengths and an ETA; exit 1 "
+                 "unless it succeeds", job=False)  # fmt: skip
+    pf.add_argument("--training-file", "-t", required=True, help="JSONL path (uploaded first) or file id")
+    pf.add_argument("--grader", "-g", required=True, help="grader, as for `rapid jobs create`")
+    pf.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter (repeatable)")
+    pf.add_argument("--hyperparameters", metavar="FILE", help="JSON / YAML file of hyperparameters (--hp wins)")
+    pf.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"base model (default: {DEFAULT_MODEL})")
+    pf.add_argument("--seed", type=int, help="job seed: which prompts come first")
+    pf.add_argument("--prompts", type=int, help="prompts to sample, each group_size times (server default 8, max 64)")
+    pf.add_argument("--timeout", type=int, help="seconds the pre-flight may take (server default 300, max 600)")
+    pf.add_argument("--json", action="store_true", help="print the pre-flight object as JSON")
+    pf.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
 
     ls = command("list", cmd_list, "list the project's jobs, newest first", job=False)
     ls.add_argument("--limit", type=int, default=20)

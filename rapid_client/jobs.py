@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,25 @@ def create_job(
         if v is not None
     }
     return client.fine_tuning.jobs.create(model=model, training_file=training, method=method, **extra)
+
+
+def preflight(
+    client: openai.OpenAI, *, model: str, training_file: str, grader: dict[str, Any],
+    hyperparameters: dict[str, Any] | None = None, seed: int | None = None, prompts: int | None = None,
+    timeout_s: int | None = None, interval: float = 1.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Pre-flight a job body (RAPID's extension): queue it, then poll until it has succeeded or failed.
+    The server fails it once ``timeout_s`` (and a grace period) have passed, so this wait is bounded."""
+    training = file_id(client, training_file, "training file")
+    method = {"type": "reinforcement",
+              "reinforcement": {"grader": grader, "hyperparameters": hyperparameters or {}}}  # fmt: skip
+    extra = {k: v for k, v in {"seed": seed, "prompts": prompts, "timeout_s": timeout_s}.items() if v is not None}
+    body = {"model": model, "training_file": training, "method": method, **extra}
+    run = client.post("/fine_tuning/preflights", body=body, cast_to=object)
+    while run["status"] in ("queued", "running"):
+        time.sleep(interval)
+        run = get_json(client, f"/fine_tuning/preflights/{run['id']}")
+    return run
 
 
 def metrics(

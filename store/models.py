@@ -152,3 +152,29 @@ class Checkpoint(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     storage_key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+PREFLIGHT_STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+class Preflight(Base):
+    """A dry run of a job body: a few prompts x G sampled and graded on a worker. It shares nothing
+    with jobs (no job row, events, metrics or checkpoints); its report is the whole result."""
+
+    __tablename__ = "preflights"
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True, default=lambda: new_id("ftpre"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(255))
+    training_file: Mapped[str] = mapped_column(String(40))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the validated TrainConfig values a job would run
+    queue: Mapped[str] = mapped_column(String(16))
+    prompts: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    deadline: Mapped[float] = mapped_column(Float)  # Unix seconds: after it the pre-flight has failed
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger)

@@ -11,7 +11,19 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, and_, cast, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from store.models import TERMINAL, ApiKey, Checkpoint, Event, File, Job, Metric, Outbox, Project, now
+from store.models import (
+    TERMINAL,
+    ApiKey,
+    Checkpoint,
+    Event,
+    File,
+    Job,
+    Metric,
+    Outbox,
+    Preflight,
+    Project,
+    now,
+)
 
 
 def hash_key(key: str) -> str:
@@ -356,3 +368,47 @@ class Checkpoints:
 
     def page(self, job_id: str, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
         return _page(self.s, Checkpoint, Checkpoint.job_id == job_id, after, limit)
+
+
+class Preflights:
+    """Pre-flight runs. Their status moves queued -> running -> succeeded | failed by compare-and-set, so
+    a second delivery of the message, or a worker that finishes after the deadline, changes nothing."""
+
+    def __init__(self, session: Session):
+        self.s = session
+
+    def add(self, preflight: Preflight) -> Preflight:
+        self.s.add(preflight)
+        self.s.flush()
+        return preflight
+
+    def get(self, project_id: str, preflight_id: str) -> Preflight | None:
+        return self.s.scalar(select(Preflight).where(Preflight.id == preflight_id, Preflight.project_id == project_id))
+
+    def by_id(self, preflight_id: str) -> Preflight | None:
+        return self.s.scalar(select(Preflight).where(Preflight.id == preflight_id))
+
+    def _move(self, preflight_id: str, allowed: tuple[str, ...], status: str, *when: Any, **values: Any) -> bool:
+        result = self.s.execute(
+            update(Preflight).where(Preflight.id == preflight_id, Preflight.status.in_(allowed), *when)
+            .values(status=status, **values), execution_options={"synchronize_session": False},
+        )  # fmt: skip
+        return result.rowcount == 1
+
+    def start(self, preflight_id: str) -> bool:
+        """Queued -> running, unless its deadline has passed."""
+        return self._move(preflight_id, ("queued",), "running", Preflight.deadline > time.time(), started_at=now())
+
+    def succeed(self, preflight_id: str, report: dict[str, Any]) -> bool:
+        return self._move(preflight_id, ("running",), "succeeded", report=report, finished_at=now())
+
+    def fail(self, preflight_id: str, error: dict[str, Any]) -> bool:
+        return self._move(preflight_id, ("queued", "running"), "failed", error=error, finished_at=now())
+
+    def expire(self, preflight_id: str, grace_s: float) -> bool:
+        """Fail a pre-flight still unfinished ``grace_s`` past its deadline (no worker took it, or it died)."""
+        error = {"code": "preflight_timeout", "param": "timeout_s",
+                 "message": "The pre-flight did not finish within timeout_s: no worker of its queue was free, "
+                            "or sampling and grading took longer"}  # fmt: skip
+        return self._move(preflight_id, ("queued", "running"), "failed", Preflight.deadline + grace_s < time.time(),
+                          error=error, finished_at=now())  # fmt: skip

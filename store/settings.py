@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(
         10.0, gt=0, description="How often each worker requeues orphaned jobs and publishes undelivered ones"
     )
+    preflight_grace_seconds: float = Field(
+        60.0, ge=0, description="How long past its timeout_s an unfinished pre-flight may still report before it fails"
+    )
     db_retry_seconds: float = Field(
         90.0, ge=0, description="How long a worker retries the database through an outage before the job fails"
     )

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init, worker_ready
 
-from store.broker import RUN_JOB_TASK, make_celery
+from store.broker import PREFLIGHT_TASK, RUN_JOB_TASK, make_celery
 from store.db import make_engine, make_sessionmaker
 from store.settings import get_settings
-from worker import runner, sweeper
+from worker import preflight, runner, sweeper
 
 celery = make_celery(get_settings())
 sessions = make_sessionmaker(make_engine(get_settings()))
@@ -21,6 +21,12 @@ sessions = make_sessionmaker(make_engine(get_settings()))
 def run_job(job_id: str) -> None:
     """Idempotent: a redelivered message finds the job's lease or its checkpoints and does the right thing."""
     runner.run_job(job_id, get_settings(), sessions)
+
+
+@celery.task(name=PREFLIGHT_TASK)
+def run_preflight(preflight_id: str) -> None:
+    """A dry run of a job body; a second delivery finds it started and does nothing."""
+    preflight.run_preflight(preflight_id, get_settings(), sessions)
 
 
 @worker_process_init.connect

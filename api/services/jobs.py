@@ -21,9 +21,9 @@ from api.errors import ApiError, IdempotencyKeyReused, InvalidRequest, NotFound
 from api.schemas import JobCreate
 from api.services.files import get_file, read_records
 from api.services.graders import check_for_job
-from api.services.job_config import build_job_config
+from api.services.job_config import JobConfig, build_job_config
 from store.dispatch import publish
-from store.models import Checkpoint, Event, Job, Metric
+from store.models import Checkpoint, Event, File, Job, Metric
 from store.repos import Checkpoints, Events, Jobs, Metrics, Outboxes, UnknownCursor
 
 log = logging.getLogger("rapid.api")
@@ -53,17 +53,8 @@ def create_job(
     digest = request_hash(req.model_dump(mode="json")) if idempotency_key else None
     if idempotency_key and (earlier := _earlier(s, project_id, idempotency_key, digest)):
         return earlier
-    training = get_file(s, project_id, req.training_file, "training_file")
-    validation = (
-        get_file(s, project_id, req.validation_file, "validation_file") if req.validation_file else None
-    )
-    seed = req.seed if req.seed is not None else int(time.time()) % 2**31
+    training, validation, seed, built = validate_job(s, rt, project_id, req)
     r = req.method.reinforcement
-    built = build_job_config(
-        model=req.model, grader=r.grader, hyperparameters=r.hyperparameters, seed=seed,
-        training=training, validation=validation, settings=rt.settings, artifacts=rt.artifacts,
-    )  # fmt: skip
-    check_for_job(r.grader, next(read_records(rt.artifacts, training)))
     job = Job(project_id=project_id, model=req.model, training_file=training.id,
               validation_file=validation.id if validation else None, seed=seed, suffix=req.suffix,
               meta=req.metadata, method=r.model_dump(), config=built.config, queue=built.queue, status="queued",
@@ -81,6 +72,25 @@ def create_job(
             return earlier
         raise
     return job
+
+
+def validate_job(
+    s: Session, rt: Runtime, project_id: str, req: JobCreate
+) -> tuple[File, File | None, int, JobConfig]:
+    """A job request's files, seed and validated config (with its queue), or the 4xx naming the field.
+    Job creation and the pre-flight both validate a body here."""
+    training = get_file(s, project_id, req.training_file, "training_file")
+    validation = (
+        get_file(s, project_id, req.validation_file, "validation_file") if req.validation_file else None
+    )
+    seed = req.seed if req.seed is not None else int(time.time()) % 2**31
+    r = req.method.reinforcement
+    built = build_job_config(
+        model=req.model, grader=r.grader, hyperparameters=r.hyperparameters, seed=seed,
+        training=training, validation=validation, settings=rt.settings, artifacts=rt.artifacts,
+    )  # fmt: skip
+    check_for_job(r.grader, next(read_records(rt.artifacts, training)))
+    return training, validation, seed, built
 
 
 def deliver(rt: Runtime, job_id: str) -> None:

@@ -9,14 +9,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, func, select
 
 from store.broker import jobs_in_broker, make_celery
 from store.db import StoreUnavailable, make_engine, make_sessionmaker, transact
 from store.dispatch import publish, recover_lost
 from store.migrate import upgrade
-from store.models import Checkpoint, Job
-from store.repos import Checkpoints, Events, Jobs, Keys, Metrics, Outboxes, hash_key
+from store.models import Checkpoint, Job, Preflight
+from store.repos import Checkpoints, Events, Jobs, Keys, Metrics, Outboxes, Preflights, hash_key
 from store.settings import Settings
 
 
@@ -211,3 +211,30 @@ def test_one_checkpoint_is_marked_best_and_a_redone_round_forgets_its_evaluation
     metrics.drop_from_round(job.id, 2)  # resumed from the checkpoint of round 2: its evaluation is kept
     assert [(m.phase, m.round) for m in metrics.query(job.id, kind="eval")] == [("before", 0), ("interval", 1),
                                                                                  ("interval", 2)]  # fmt: skip
+
+
+def make_preflight(s, deadline_in: float) -> Preflight:
+    key, _ = Keys(s).create("alpha")
+    row = Preflight(project_id=key.project_id, model="tiny-random", training_file="file-x", config={}, queue="cpu",
+                    prompts=2, timeout_s=60, status="queued", deadline=time.time() + deadline_in)  # fmt: skip
+    return Preflights(s).add(row)
+
+
+def test_a_preflight_starts_once_before_its_deadline_and_finishes_once(session):
+    row = make_preflight(session, 60)
+    assert Preflights(session).start(row.id) and not Preflights(session).start(row.id)  # a second delivery
+    assert Preflights(session).succeed(row.id, {"samples": 4})
+    assert not Preflights(session).fail(row.id, {"message": "late"})  # succeeded stays succeeded
+    session.refresh(row)
+    assert (row.status, row.report, row.error) == ("succeeded", {"samples": 4}, None)
+    assert session.scalar(select(func.count()).select_from(Job)) == 0  # no job row
+
+
+def test_a_preflight_past_its_deadline_never_starts_and_expires_after_the_grace(session):
+    late = make_preflight(session, -5)
+    assert not Preflights(session).start(late.id)
+    assert not Preflights(session).expire(late.id, grace_s=60)  # still within the grace
+    assert Preflights(session).expire(late.id, grace_s=1)
+    session.refresh(late)
+    assert late.status == "failed" and late.error["code"] == "preflight_timeout" and late.error["param"] == "timeout_s"
+    assert not Preflights(session).succeed(late.id, {"samples": 4})  # a worker that finishes after it changes nothing
