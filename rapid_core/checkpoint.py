@@ -72,7 +72,7 @@ def resume(state: RunState) -> Path | None:
     random.setstate(rng["python"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    state.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
+    state.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress) if f.name in saved})
     return path
 
 

@@ -46,6 +46,7 @@ SERVICE_LIMITS = {
     "group_size": 1024,
     "prompts_per_round": 65536,
     "mini_batch_size": 65536,
+    "batch_ratio_max": 65536,
     "rounds": 1_000_000,
     "eval_problems": 100_000,
     "max_samples": 10**9,

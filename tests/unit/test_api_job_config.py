@@ -80,6 +80,11 @@ def test_device_picks_the_queue():
         ({"n_epochs": 2, "rounds": 3}, "n_epochs"),
         ({"batch_size": 5}, "batch_size"),
         ({"lora_dropout": 0.1}, "lora_dropout"),
+        ({"batch_ratio_control": "sometimes"}, "batch_ratio_control"),
+        ({"batch_ratio_max": 0}, "batch_ratio_max"),
+        ({"batch_ratio_max": 10**6}, "batch_ratio_max"),
+        ({"batch_ratio_min": 8, "batch_ratio_max": 4}, "batch_ratio_min"),
+        ({"prompts_per_round": 128}, "batch_ratio_max"),  # the first round's U = 32 > 16
     ],
 )
 def test_bad_hyperparameters_name_the_field(hyper, param):
@@ -87,6 +92,14 @@ def test_bad_hyperparameters_name_the_field(hyper, param):
         build(hyper)
     assert err.value.param == f"method.reinforcement.hyperparameters.{param}"
     assert param in err.value.message
+
+
+def test_batch_ratio_control_is_auto_by_default_and_fixed_on_request():
+    assert build({}).config["batch_ratio_control"] == "auto"
+    hyper = {"batch_ratio_control": "fixed", "prompts_per_round": 128}  # U = 32: no auto bounds apply
+    config = build(hyper).config
+    assert (config["batch_ratio_control"], config["prompts_per_round"]) == ("fixed", 128)
+    assert openai_hyperparameters(config, hyper)["batch_ratio_control"] == "fixed"
 
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high", "default", "auto"])
