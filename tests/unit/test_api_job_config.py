@@ -33,7 +33,9 @@ def build(hyper: dict, model: str = "tiny-random", grader: dict = GRADER, file: 
 
 
 def test_openai_hyperparameters_map_onto_the_config():
-    built = build({"batch_size": 8, "learning_rate_multiplier": 0.5, "n_epochs": 2, "group_size": 4})
+    hyper = {"batch_size": 8, "learning_rate_multiplier": 0.5, "n_epochs": 2, "group_size": 4,
+             "batch_ratio_control": "fixed"}
+    built = build(hyper)
     config = built.config
     assert config["mini_batch_size"] == 8 and config["learning_rate"] == BASE_LEARNING_RATE * 0.5
     assert config["rounds"] == 2 * 40 // config["prompts_per_round"]  # n_epochs passes over 40 prompts
@@ -42,10 +44,17 @@ def test_openai_hyperparameters_map_onto_the_config():
 
 
 def test_the_stored_config_is_what_the_worker_validates_without_translation():
-    config = build({"n_epochs": 3, "eval_interval": 5, "group_size": 4}).config
+    config = build({"n_epochs": 3, "eval_interval": 5, "group_size": 4, "batch_ratio_control": "fixed"}).config
     cfg = TrainConfig.model_validate(config)
     assert cfg.model_dump(mode="json") == config and cfg.eval_interval == 5
     assert cfg.rounds == -(-3 * 40 // cfg.round_prompts)  # ceil: the last epoch's prompts are all drawn
+
+
+def test_n_epochs_bounds_the_samples_when_the_batch_ratio_is_auto():
+    # auto changes the prompts per round from round to round: the passes over the records bound the samples.
+    built = build({"n_epochs": 2, "group_size": 4})
+    assert (built.config["max_samples"], built.config["rounds"]) == (2 * 40 * 4, None)
+    assert any(n.startswith("n_epochs=2") and "320 samples (max_samples)" in n for n in built.notes)
 
 
 def test_n_epochs_uses_the_prompts_per_round_of_the_algorithm():
@@ -135,7 +144,7 @@ def test_each_documented_hyperparameter_set_gets_a_note_saying_what_it_does_here
         "changes nothing here" in notes["compute_multiplier"]
         and "changes nothing here" in notes["reasoning_effort"]
     )
-    assert f"{built.config['rounds']} rounds" in notes["n_epochs"]
+    assert f"{built.config['max_samples']} samples" in notes["n_epochs"]  # batch_ratio_control=auto
     assert built.config["eval_interval"] == 4 and built.config["eval_problems"] == 6
 
 
