@@ -7,7 +7,8 @@ evaluates greedy pass@1 on a held-out subset every ``--eval-every`` samples and 
 round, off the clock (``compare.Clock``), and greedy pass@1 on ``--eval-problems`` held-out problems
 after training. The summary gives per setting the mean and spread (min..max) over seeds of the
 wall time and its split, the final accuracy, and the wall time at which the subset accuracy first
-reaches the target (``--target``, and grpo's mean final subset accuracy); a plot of subset accuracy
+reaches the target (``--target``, and grpo's mean final subset accuracy), also in process CPU
+seconds (``cpu_s``: with 1 thread the work done, which a shared CPU's load distorts far less); a plot of subset accuracy
 against wall seconds, one curve (the mean over seeds) per setting.
 
     python bench/time_to_accuracy.py --threads 1 --jobs 2     # all settings, seeds 0 1 2
@@ -59,10 +60,27 @@ class EveryClock(Clock):
     def __init__(self, tta_problems: int, every: int, total: int):
         super().__init__(tta_problems)
         self.every, self.total, self.next_at = every, total, every
+        self.cpu_start = self.cpu_off = self.cpu = 0.0
+
+    def cpu_s(self) -> float:
+        """Process CPU seconds of training so far, evaluations excluded: with 1 torch thread the work
+        done, which other jobs on a shared CPU slow far less than the wall time."""
+        return time.process_time() - self.cpu_start - self.cpu_off
+
+    def on_start(self, info):
+        self.cpu_start = time.process_time()
+        super().on_start(info)
+
+    def _subset_eval(self, samples: int) -> None:
+        started, cpu = time.process_time(), self.cpu_s()
+        super()._subset_eval(samples)
+        self.tta[-1]["cpu_s"] = cpu
+        self.cpu_off += time.process_time() - started
 
     def on_round(self, metrics):
         record = {k: v for k, v in metrics.to_dict().items() if k not in ("example", "grader_status", "engine")}
-        self.rounds.append({**record, "wall_s": self.wall()})
+        self.cpu = self.cpu_s()
+        self.rounds.append({**record, "wall_s": self.wall(), "cpu_s": self.cpu})
         if metrics.samples >= self.next_at or metrics.samples >= self.total:
             self._subset_eval(samples=metrics.samples)
             while self.next_at <= metrics.samples:
@@ -87,7 +105,7 @@ def run_one(setting: str, seed: int, args) -> dict[str, Any]:
     wall = clock.end - clock.start - clock.off_clock
     return {
         "setting": setting, "seed": seed, "samples": summary["samples"], "steps": summary["steps"],
-        "rounds": len(clock.rounds), "wall_s": wall, **split, "other_s": wall - sum(split.values()),
+        "rounds": len(clock.rounds), "wall_s": wall, "cpu_s": clock.cpu, **split, "other_s": wall - sum(split.values()),
         "pass@1_after": summary["eval_after"]["pass@1"] if summary["eval_after"] else None,
         "subset_curve": clock.tta,
         "rounds_detail": [{k: r[k] for k in ("samples", "wall_s", "batch_ratio", "batch_decision", "gen_s",
@@ -96,8 +114,8 @@ def run_one(setting: str, seed: int, args) -> dict[str, Any]:
     }
 
 
-def time_to(curve: list[dict[str, float]], target: float) -> float | None:
-    return next((p["wall_s"] for p in curve if p["pass@1"] >= target - 1e-9), None)
+def time_to(curve: list[dict[str, float]], target: float, clock: str = "wall_s") -> float | None:
+    return next((p.get(clock) for p in curve if p["pass@1"] >= target - 1e-9), None)
 
 
 def spread(values: list[float | None]) -> dict[str, Any]:
@@ -115,13 +133,14 @@ def summarise(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any
     grpo_target = statistics.fmean(grpo_final) if grpo_final else None
     table: dict[str, Any] = {}
     for name, rs in by.items():
-        row = {k: spread([r[k] for r in rs]) for k in ("wall_s", "gen_s", "reward_s", "train_s", "other_s",
-                                                       "pass@1_after", "samples")}
+        row = {k: spread([r.get(k) for r in rs]) for k in ("wall_s", "cpu_s", "gen_s", "reward_s", "train_s",
+                                                           "other_s", "pass@1_after", "samples")}
         row["subset_final"] = spread([r["subset_curve"][-1]["pass@1"] for r in rs])
         if target is not None:
             row["time_to_target_s"] = spread([time_to(r["subset_curve"], target) for r in rs])
         if grpo_target is not None:
             row["time_to_grpo_final_s"] = spread([time_to(r["subset_curve"], grpo_target) for r in rs])
+            row["cpu_to_grpo_final_s"] = spread([time_to(r["subset_curve"], grpo_target, "cpu_s") for r in rs])
         row["seeds"] = sorted(r["seed"] for r in rs)
         row["batch_ratios"] = {r["seed"]: [d["batch_ratio"] for d in r["rounds_detail"]] for r in rs}
         table[name] = row
@@ -138,13 +157,16 @@ def fmt(s: dict[str, Any], digits: int = 1) -> str:
 def print_table(summary: dict[str, Any]) -> None:
     t, g = summary["target"], summary["grpo_final_subset_mean"]
     g_text = "-" if g is None else f"{g:.3f}"
-    print(f"| setting | seeds | wall s | gen s | train s | pass@1 after | subset final | to {t} s | to grpo {g_text} s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| setting | seeds | wall s | CPU s | gen s | train s | pass@1 after | subset final | to {t} s | "
+          f"to grpo {g_text} s | CPU s to grpo {g_text} |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in summary["settings"].items():
         to_t = fmt(r["time_to_target_s"]) if "time_to_target_s" in r else "-"
         to_g = fmt(r["time_to_grpo_final_s"]) if "time_to_grpo_final_s" in r else "-"
-        print(f"| {name} | {len(r['seeds'])} | {fmt(r['wall_s'])} | {fmt(r['gen_s'])} | {fmt(r['train_s'])} | "
-              f"{fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | {to_g} |")
+        cpu_g = fmt(r["cpu_to_grpo_final_s"]) if "cpu_to_grpo_final_s" in r else "-"
+        print(f"| {name} | {len(r['seeds'])} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {fmt(r['gen_s'])} | "
+              f"{fmt(r['train_s'])} | {fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | {to_g} | "
+              f"{cpu_g} |")
 
 
 def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
