@@ -109,6 +109,7 @@ def run_one(algorithm: str, args, scratch: Path) -> dict[str, Any]:
     return {
         "algorithm": algorithm, "rounds": len(rounds), "steps": summary["steps"], "samples": summary["samples"],
         "batch_ratio": cfg.batch_ratio, "inference_batch": cfg.inference_batch,
+        "batch_ratios": [r["batch_ratio"] for r in rounds],  # per round: batch_ratio_control=auto moves it
         "wall_s": total, **split, "other_s": total - sum(split.values()),
         "gen_tokens": tokens, "gen_tokens_per_s": tokens / max(split["gen_s"], 1e-9),
         "samples_per_s": summary["samples"] / max(total, 1e-9),
@@ -181,7 +182,9 @@ def main() -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--mini-batch", type=int, default=32)
-    p.add_argument("--prompts-per-round", type=int, default=16, help="rapid's P (B = P * G; ratio U = B / m)")
+    p.add_argument("--prompts-per-round", type=int, default=16,
+                   help="rapid's P (B = P * G; ratio U = B / m); the first round's with batch_ratio_control=auto "
+                        "(the default; --set batch_ratio_control=fixed keeps it)")
     p.add_argument("--total-samples", type=int, default=384)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--temperature", type=float, default=0.7)

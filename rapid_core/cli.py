@@ -87,7 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rapid_core.trainer import train
 
     print(f"RAPID {cfg.algorithm}: model {cfg.model}, task {cfg.task}, B={cfg.inference_batch} "
-          f"(P={cfg.round_prompts} x G={cfg.group_size}), m={cfg.mini_batch_size}, U={cfg.batch_ratio}; "
+          f"(P={cfg.round_prompts} x G={cfg.group_size}), m={cfg.mini_batch_size}, U={cfg.batch_ratio}"
+          f"{f' (first round; auto within {cfg.batch_ratio_min}..{cfg.batch_ratio_max})' if cfg.auto_batch else ''}; "
           f"output {paths.output_dir}", file=sys.stderr)
     summary = train(cfg, paths, progress=not args.quiet)
     print_summary(summary)

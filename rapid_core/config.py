@@ -76,7 +76,17 @@ class TrainConfig(BaseModel):
     algorithm: Algorithm = Field("rapid", description="rapid (off-policy, ratio U), grpo or pg (ratio 1)")
     group_size: int = Field(8, ge=2, description="G: completions sampled per prompt")
     prompts_per_round: int = Field(
-        16, ge=1, description="P: prompts per inference round for rapid (B = P * G); baselines use m / G"
+        16, ge=1, description="P: prompts per inference round for rapid (B = P * G); baselines use m / G. "
+        "With batch_ratio_control=auto it sets the first round's U = P * G / m"
+    )
+    batch_ratio_control: Literal["auto", "fixed"] = Field(
+        "auto", description="rapid: auto picks each round's U = B / m from the last rounds' generation and "
+        "training time and their late steps' ESS / clip fraction / approx KL (rapid_core/batch_ratio.py); "
+        "fixed keeps U = prompts_per_round * group_size / mini_batch_size",
+    )
+    batch_ratio_min: int = Field(1, ge=1, description="Smallest U batch_ratio_control=auto may pick")
+    batch_ratio_max: int = Field(
+        16, ge=1, description="Largest U batch_ratio_control=auto may pick (bounds B = U * m, hence memory)"
     )
     mini_batch_size: int = Field(32, ge=1, description="m: samples per optimizer step")
     is_level: Literal["token", "sequence"] = Field("token", description="Importance weight per token or sequence")
@@ -149,6 +159,16 @@ class TrainConfig(BaseModel):
                 f"prompts_per_round * group_size ({self.inference_batch}) must be a multiple of "
                 f"mini_batch_size ({self.mini_batch_size})",
             )
+        if self.algorithm == "rapid" and self.batch_ratio_control == "auto":
+            if self.batch_ratio_min > self.batch_ratio_max:
+                raise RuleError("batch_ratio_min", f"must be <= batch_ratio_max ({self.batch_ratio_max})")
+            if not self.batch_ratio_min <= self.batch_ratio <= self.batch_ratio_max:
+                raise RuleError(
+                    "batch_ratio_max",
+                    f"the first round's U = prompts_per_round * group_size / mini_batch_size = "
+                    f"{self.batch_ratio} must lie in [batch_ratio_min, batch_ratio_max] = "
+                    f"[{self.batch_ratio_min}, {self.batch_ratio_max}] with batch_ratio_control=auto",
+                )
         if self.minibatch_grouping == "groups" and self.mini_batch_size % self.group_size:
             raise RuleError("minibatch_grouping", "groups needs mini_batch_size a multiple of group_size")
         if self.rounds is None and self.max_samples is None and self.time_budget_s is None:
@@ -172,8 +192,13 @@ class TrainConfig(BaseModel):
     # --- derived terms (RAPID.md) ---
     @property
     def inference_batch(self) -> int:
-        """B: samples generated per round."""
+        """B: samples generated per round (the first round's with batch_ratio_control=auto)."""
         return inference_batch(self.algorithm, self.prompts_per_round, self.group_size, self.mini_batch_size)
+
+    @property
+    def auto_batch(self) -> bool:
+        """Whether the batch-ratio controller picks each round's B (rapid only: baselines use B = m)."""
+        return self.algorithm == "rapid" and self.batch_ratio_control == "auto"
 
     @property
     def round_prompts(self) -> int:
@@ -181,7 +206,7 @@ class TrainConfig(BaseModel):
 
     @property
     def batch_ratio(self) -> int:
-        """U = B / m: optimizer steps per round."""
+        """U = B / m: optimizer steps per round (the first round's with batch_ratio_control=auto)."""
         return self.inference_batch // self.mini_batch_size
 
 

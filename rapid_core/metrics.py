@@ -44,7 +44,9 @@ class StepMetrics:
 class RoundMetrics:
     """One inference round and its updates. ``engine`` holds what the generation engine measured
     (its ``Rollouts.stats``: e.g. decode ms per step, the decode loop), empty when it measures nothing;
-    ``peak_mem_gb`` is the round's peak GPU memory (generation and training), None on a CPU."""
+    ``peak_mem_gb`` is the round's peak GPU memory (generation and training), None on a CPU.
+    ``batch_ratio`` is the round's U (B = U * m); ``batch_decision`` why batch_ratio_control=auto
+    picked it, empty when U is fixed."""
 
     round: int
     step: int
@@ -69,6 +71,8 @@ class RoundMetrics:
     example: dict[str, Any]
     engine: dict[str, float | str] = field(default_factory=dict)
     peak_mem_gb: float | None = None
+    batch_ratio: int = 1
+    batch_decision: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,9 +130,10 @@ def round_metrics(
     n_minibatches: int,
     clock: RoundClock,
     peak_mem_gb: float | None = None,
+    batch: tuple[int, str] = (1, ""),
 ) -> RoundMetrics:
     """The round record of RAPID.md from what the round produced; ``progress`` gives the round index
-    and the step and sample counts so far."""
+    and the step and sample counts so far; ``batch`` the round's U and why it was picked."""
     rewards = torch.tensor([g.score for g in grades], dtype=torch.float32)
     lengths = torch.tensor([len(c) for c in rollouts.completion_ids], dtype=torch.float32)
     gen_s, wall = clock.generated - clock.start, clock.trained - clock.start
@@ -156,4 +161,6 @@ def round_metrics(
         example={"completion": rollouts.texts[0], "reward": float(rewards[0])},
         engine=dict(rollouts.stats),
         peak_mem_gb=peak_mem_gb,
+        batch_ratio=batch[0],
+        batch_decision=batch[1],
     )

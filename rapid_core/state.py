@@ -42,6 +42,7 @@ class Progress:
     eval_before: dict[str, Any] | None = None  # the held-out evaluation before training, once done
     last_eval: dict[str, Any] | None = None  # step, round, pass@1 of the last periodic evaluation
     best: dict[str, Any] | None = None  # the best periodic evaluation's checkpoint (periodic_eval.py)
+    batch_history: list[dict[str, Any]] = field(default_factory=list)  # batch_ratio.RoundRecord's, auto
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +105,6 @@ def stop_reached(cfg: TrainConfig, p: Progress) -> bool:
 def total_rounds(cfg: TrainConfig) -> int | None:
     """How many rounds the run will take, when rounds or max_samples bound it (not a time budget)."""
     limits = [cfg.rounds] if cfg.rounds is not None else []
-    if cfg.max_samples is not None:
+    if cfg.max_samples is not None and not cfg.auto_batch:  # auto: B changes from round to round
         limits.append(-(-cfg.max_samples // cfg.inference_batch))
     return min(limits) if limits else None

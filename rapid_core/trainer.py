@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from rapid_core.advantages import group_advantages
+from rapid_core.batch_ratio import HISTORY, RoundRecord, late_health, limits, next_batch_ratio
 from rapid_core.callbacks import Callback, CallbackList
 from rapid_core.checkpoint import Checkpointer, checkpoint_dir, resume
 from rapid_core.config import RunPaths, TrainConfig
@@ -102,7 +103,9 @@ class Trainer:
         self._check_stop()
         # 1-2. mu := pi_theta (the engine samples from the current weights); draw P prompts x G.
         self.engine.sync_policy(k)
-        idx = prompt_indices(len(self.prompts), s.progress.position, cfg.round_prompts, cfg.seed)
+        ratio, why = self._batch_ratio(s)
+        n_prompts = ratio * cfg.mini_batch_size // cfg.group_size if cfg.auto_batch else cfg.round_prompts
+        idx = prompt_indices(len(self.prompts), s.progress.position, n_prompts, cfg.seed)
         sampling = Sampling(cfg.temperature, cfg.max_new_tokens)
         rollouts = self.engine.generate([self.prompts[i] for i in idx], cfg.group_size, sampling)
         t_gen = time.perf_counter()
@@ -116,14 +119,34 @@ class Trainer:
         )
         # 5. shuffle into U mini-batches of m; one optimizer step each, step u is u steps away from mu.
         minibatches = plan_minibatches(cfg, zero_std, k)
+        steps = []
         for u, rows in enumerate(minibatches):
             self._check_stop()
-            self.callbacks.on_step(optimizer_step(s, rollouts, adv, rows, u, self.loss))
-        s.progress.position += cfg.round_prompts
+            steps.append(optimizer_step(s, rollouts, adv, rows, u, self.loss))
+            self.callbacks.on_step(steps[-1])
+        s.progress.position += n_prompts
         s.progress.samples += len(rollouts)
         clock = RoundClock(t0, t_gen, t_reward, time.perf_counter())
         peak = torch.cuda.max_memory_allocated(s.policy.device) / 2**30 if cuda else None
-        return round_metrics(s.progress, rollouts, grades, zero_std, len(minibatches), clock, peak)
+        metrics = round_metrics(
+            s.progress, rollouts, grades, zero_std, len(minibatches), clock, peak, (ratio, why)
+        )
+        if cfg.auto_batch:  # what the controller reads next round; checkpointed with the progress
+            health = late_health([m.to_dict() for m in steps])
+            record = RoundRecord(ratio, len(rollouts), metrics.gen_s, metrics.reward_s, metrics.train_s, *health, peak)
+            s.progress.batch_history = [*s.progress.batch_history, record.to_dict()][-HISTORY:]
+        return metrics
+
+    def _batch_ratio(self, s: RunState) -> tuple[int, str]:
+        """This round's U, and why when batch_ratio_control=auto picked it."""
+        cfg = self.cfg
+        if not cfg.auto_batch:
+            return cfg.batch_ratio, ""
+        device = s.policy.device
+        mem = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+        history = [RoundRecord(**r) for r in s.progress.batch_history]
+        decision = next_batch_ratio(history, limits(cfg, s.progress.samples, mem))
+        return decision.batch_ratio, decision.reason
 
     # --- helpers ---------------------------------------------------------------------------------
     def _grade(self, records: list[dict[str, Any]], texts: list[str]) -> list[Grade]:

@@ -55,6 +55,15 @@ def _fmt(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
+def batch_decision(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(message, data) of the batch ratio batch_ratio_control=auto picked for a round, and why."""
+    reason = metrics.get("batch_decision")
+    if not reason:
+        return None
+    data = {k: metrics.get(k) for k in ("round", "batch_ratio", "batch_decision")}
+    return f"Round {metrics.get('round')}: batch ratio U={metrics.get('batch_ratio')}: {reason}", data
+
+
 def grader_trouble(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(message, data) of a round in which the grader timed out, crashed or lost its sandbox."""
     counts = metrics.get("grader_status") or {}
@@ -143,10 +152,13 @@ class JobRecorder(Callback):
         round_index = metrics.get("round")
         summary = _fmt(metrics, ("reward_mean", "accuracy", "frac_zero_std", "samples_per_s"))
         trouble = grader_trouble(metrics)
+        decision = batch_decision(metrics)
 
         def record(s: Session) -> None:
             Metrics(s).put(self.job_id, "round", metrics, step=self.step, round=round_index)
             Events(s).add(self.job_id, f"Round {round_index}: {summary}", type="metrics", data=metrics)
+            if decision:
+                Events(s).add(self.job_id, decision[0], data=decision[1])
             if trouble:
                 Events(s).add(self.job_id, trouble[0], level="warn", data=trouble[1])
 

@@ -30,7 +30,7 @@ class JobRow:
 
 def _steps_per_round(job: Job) -> int:
     cfg = TrainConfig.model_construct(**job.config)
-    return max(cfg.batch_ratio, 1)
+    return max(cfg.batch_ratio_max if cfg.auto_batch else cfg.batch_ratio, 1)  # auto: U varies up to max
 
 
 def latest_round(s: Session, job: Job) -> dict[str, Any] | None:

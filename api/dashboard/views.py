@@ -58,7 +58,7 @@ def total_rounds(config: dict[str, Any]) -> int | None:
     cfg = TrainConfig.model_construct(**config)
     limits = [cfg.rounds] if cfg.rounds is not None else []
     if cfg.max_samples is not None:
-        limits.append(-(-cfg.max_samples // cfg.inference_batch))
+        limits.append(-(-cfg.max_samples // cfg.inference_batch))  # auto: an estimate from the first round's B
     return min(limits) if limits else None
 
 

@@ -46,6 +46,7 @@ SERVICE_LIMITS = {
     "group_size": 1024,
     "prompts_per_round": 65536,
     "mini_batch_size": 65536,
+    "batch_ratio_max": 65536,
     "rounds": 1_000_000,
     "eval_problems": 100_000,
     "max_samples": 10**9,
@@ -112,6 +113,13 @@ def _round_prompts(values: dict[str, Any]) -> int | None:
     return inference_batch(**terms) // terms["group_size"] if terms["group_size"] > 0 else None
 
 
+def _auto_batch(values: dict[str, Any]) -> bool:
+    """Whether the config ``values`` make has batch_ratio_control=auto pick each round's size."""
+    fields = TrainConfig.model_fields
+    algorithm = values.get("algorithm", fields["algorithm"].default)
+    return algorithm == "rapid" and values.get("batch_ratio_control", fields["batch_ratio_control"].default) == "auto"
+
+
 def config_values(
     hp: dict[str, Any], training_lines: int
 ) -> tuple[dict[str, Any], dict[str, str], list[str]]:
@@ -170,7 +178,12 @@ def config_values(
         if "rounds" in hp:
             raise _fail("set n_epochs or rounds, not both: n_epochs is worked out as rounds", "n_epochs")
         prompts = _round_prompts(values)
-        if prompts:  # else the validation names the bad field
+        if prompts and _auto_batch(values):  # the rounds' sizes vary: the passes bound the samples
+            samples = epochs * training_lines * values.get("group_size", TrainConfig.model_fields["group_size"].default)
+            note = f"{epochs} passes over {training_lines} records: {samples} samples (max_samples)"
+            put("max_samples", samples, "n_epochs", note)
+            values["rounds"] = None
+        elif prompts:  # else the validation names the bad field
             rounds = max(1, math.ceil(epochs * training_lines / prompts))
             note = f"{epochs} passes over {training_lines} records: {rounds} rounds of {prompts} prompts"
             put("rounds", rounds, "n_epochs", note)

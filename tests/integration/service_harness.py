@@ -30,7 +30,8 @@ GRADER = {"type": "numeric", "reference": "{{item.answer}}"}
 def tiny_hyperparameters(**over) -> dict:
     """A job small enough for a 2-core CPU: a tiny random model, 4 samples a round, 2 steps a round."""
     return {"rounds": 3, "group_size": 2, "prompts_per_round": 2, "mini_batch_size": 2, "max_new_tokens": 6,
-            "eval_problems": 3, "eval_k": 1, "gen_micro_batch": 8, "lora_r": 4, **over}  # fmt: skip
+            "eval_problems": 3, "eval_k": 1, "gen_micro_batch": 8, "lora_r": 4,
+            "batch_ratio_control": "fixed", **over}  # fmt: skip  (fixed: every round the same shape)
 
 
 def free_port() -> int:

@@ -290,3 +290,17 @@ def test_cancel_of_finished_job_is_refused(stack, client, finished_job):
 def test_requests_without_a_valid_key_are_refused(stack):
     with pytest.raises(openai.AuthenticationError):
         stack.client("rk-wrong").fine_tuning.jobs.list()
+
+
+def test_auto_batch_ratio_writes_each_rounds_decision_as_an_event(stack, client, training_file):
+    job = wait_for_job(client, create_tiny_job(client, training_file.id, batch_ratio_control="auto").id, stack)
+    assert job.status == "succeeded", stack.logs()
+    assert job.method.reinforcement.hyperparameters.model_extra["batch_ratio_control"] == "auto"
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)][::-1]
+    decisions = [m for m in messages if ": batch ratio U=" in m]
+    assert len(decisions) == 3 and decisions[0] == "Round 0: batch ratio U=2: start at U=2", decisions
+    # The checkpoints' step numbers follow the U each event names.
+    ratios = [int(m.split("U=")[1].split(":")[0]) for m in decisions]
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    steps = sorted(c.step_number for c in checkpoints if not c.model_extra.get("final"))
+    assert steps == [sum(ratios[: k + 1]) for k in range(3)]

@@ -33,7 +33,9 @@ def build(hyper: dict, model: str = "tiny-random", grader: dict = GRADER, file: 
 
 
 def test_openai_hyperparameters_map_onto_the_config():
-    built = build({"batch_size": 8, "learning_rate_multiplier": 0.5, "n_epochs": 2, "group_size": 4})
+    hyper = {"batch_size": 8, "learning_rate_multiplier": 0.5, "n_epochs": 2, "group_size": 4,
+             "batch_ratio_control": "fixed"}
+    built = build(hyper)
     config = built.config
     assert config["mini_batch_size"] == 8 and config["learning_rate"] == BASE_LEARNING_RATE * 0.5
     assert config["rounds"] == 2 * 40 // config["prompts_per_round"]  # n_epochs passes over 40 prompts
@@ -42,10 +44,17 @@ def test_openai_hyperparameters_map_onto_the_config():
 
 
 def test_the_stored_config_is_what_the_worker_validates_without_translation():
-    config = build({"n_epochs": 3, "eval_interval": 5, "group_size": 4}).config
+    config = build({"n_epochs": 3, "eval_interval": 5, "group_size": 4, "batch_ratio_control": "fixed"}).config
     cfg = TrainConfig.model_validate(config)
     assert cfg.model_dump(mode="json") == config and cfg.eval_interval == 5
     assert cfg.rounds == -(-3 * 40 // cfg.round_prompts)  # ceil: the last epoch's prompts are all drawn
+
+
+def test_n_epochs_bounds_the_samples_when_the_batch_ratio_is_auto():
+    # auto changes the prompts per round from round to round: the passes over the records bound the samples.
+    built = build({"n_epochs": 2, "group_size": 4})
+    assert (built.config["max_samples"], built.config["rounds"]) == (2 * 40 * 4, None)
+    assert any(n.startswith("n_epochs=2") and "320 samples (max_samples)" in n for n in built.notes)
 
 
 def test_n_epochs_uses_the_prompts_per_round_of_the_algorithm():
@@ -80,6 +89,11 @@ def test_device_picks_the_queue():
         ({"n_epochs": 2, "rounds": 3}, "n_epochs"),
         ({"batch_size": 5}, "batch_size"),
         ({"lora_dropout": 0.1}, "lora_dropout"),
+        ({"batch_ratio_control": "sometimes"}, "batch_ratio_control"),
+        ({"batch_ratio_max": 0}, "batch_ratio_max"),
+        ({"batch_ratio_max": 10**6}, "batch_ratio_max"),
+        ({"batch_ratio_min": 8, "batch_ratio_max": 4}, "batch_ratio_min"),
+        ({"prompts_per_round": 128}, "batch_ratio_max"),  # the first round's U = 32 > 16
     ],
 )
 def test_bad_hyperparameters_name_the_field(hyper, param):
@@ -87,6 +101,14 @@ def test_bad_hyperparameters_name_the_field(hyper, param):
         build(hyper)
     assert err.value.param == f"method.reinforcement.hyperparameters.{param}"
     assert param in err.value.message
+
+
+def test_batch_ratio_control_is_auto_by_default_and_fixed_on_request():
+    assert build({}).config["batch_ratio_control"] == "auto"
+    hyper = {"batch_ratio_control": "fixed", "prompts_per_round": 128}  # U = 32: no auto bounds apply
+    config = build(hyper).config
+    assert (config["batch_ratio_control"], config["prompts_per_round"]) == ("fixed", 128)
+    assert openai_hyperparameters(config, hyper)["batch_ratio_control"] == "fixed"
 
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high", "default", "auto"])
@@ -122,7 +144,7 @@ def test_each_documented_hyperparameter_set_gets_a_note_saying_what_it_does_here
         "changes nothing here" in notes["compute_multiplier"]
         and "changes nothing here" in notes["reasoning_effort"]
     )
-    assert f"{built.config['rounds']} rounds" in notes["n_epochs"]
+    assert f"{built.config['max_samples']} samples" in notes["n_epochs"]  # batch_ratio_control=auto
     assert built.config["eval_interval"] == 4 and built.config["eval_problems"] == 6
 
 

@@ -30,7 +30,7 @@ TIMING = {"gen_s", "reward_s", "train_s", "round_s", "gen_tokens_per_s", "sample
 
 def tiny_cfg(**over):
     values = dict(model="tiny-random", rounds=3, prompts_per_round=4, group_size=4, mini_batch_size=4,
-                  max_new_tokens=6, eval_problems=4, eval_k=2, learning_rate=1e-2, temperature=1.0, dtype="fp32",
+                  batch_ratio_control="fixed", max_new_tokens=6, eval_problems=4, eval_k=2, learning_rate=1e-2, temperature=1.0, dtype="fp32",
                   grader={"type": "test_vowel_share"})
     values.update(over)
     return make_config(**values)

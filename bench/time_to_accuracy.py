@@ -1,0 +1,269 @@
+"""Time to accuracy with seeds: rapid with batch_ratio_control=auto and with fixed U, grpo and pg, at
+the same total samples, several seeds each.
+
+Each (setting, seed) runs in its own process (``--jobs`` at once) and saves its JSON under
+``--runs-dir`` (a finished run is not run again, so an interrupted sweep continues). Every run
+evaluates greedy pass@1 on a held-out subset every ``--eval-every`` samples and after the last
+round, off the clock (``compare.Clock``), and greedy pass@1 on ``--eval-problems`` held-out problems
+after training. The summary gives per setting the mean and spread (min..max) over seeds of the
+wall time and its split, the final accuracy, and the wall time at which the subset accuracy first
+reaches the target (``--target``, and grpo's mean final subset accuracy), also in process CPU
+seconds (``cpu_s``: with 1 thread the work done, which a shared CPU's load distorts far less); a plot of subset accuracy
+against wall seconds, one curve (the mean over seeds) per setting.
+
+    python bench/time_to_accuracy.py --threads 1 --jobs 2     # all settings, seeds 0 1 2
+    python bench/time_to_accuracy.py --settings rapid:auto grpo --seeds 0 --total-samples 64 \\
+        --model tiny-random --eval-problems 8 --tta-problems 8 --eval-every 32      # smoke test
+
+Settings: ``rapid:auto``, ``rapid:U=<n>`` (fixed), ``grpo``, ``pg``; a ``+samples`` or ``+groups``
+suffix sets minibatch_grouping (default ``--grouping``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import apply_threads, load_average, machine, save  # isort: skip
+from compare import Clock  # noqa: E402
+
+from rapid_core.config import RunPaths, make_config  # noqa: E402
+from rapid_core.trainer import Trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ("rapid:auto", "rapid:U=2", "rapid:U=4", "rapid:U=8", "rapid:U=16", "grpo", "pg")
+
+
+def setting_values(setting: str, args) -> dict[str, Any]:
+    """TrainConfig values of a setting name."""
+    name, _, grouping = setting.partition("+")
+    algorithm, _, ratio = name.partition(":")
+    m, g = args.mini_batch, args.group_size
+    values: dict[str, Any] = {"algorithm": algorithm, "minibatch_grouping": grouping or args.grouping}
+    if algorithm == "rapid" and ratio == "auto":
+        values |= {"batch_ratio_control": "auto", "prompts_per_round": args.start_u * m // g}
+    elif algorithm == "rapid":
+        values |= {"batch_ratio_control": "fixed", "prompts_per_round": int(ratio.removeprefix("U=")) * m // g}
+    return values
+
+
+class EveryClock(Clock):
+    """``compare.Clock`` that evaluates the subset every ``every`` samples (and after the last round)."""
+
+    def __init__(self, tta_problems: int, every: int, total: int):
+        super().__init__(tta_problems)
+        self.every, self.total, self.next_at = every, total, every
+        self.cpu_start = self.cpu_off = self.cpu = 0.0
+
+    def cpu_s(self) -> float:
+        """Process CPU seconds of training so far, evaluations excluded: with 1 torch thread the work
+        done, which other jobs on a shared CPU slow far less than the wall time."""
+        return time.process_time() - self.cpu_start - self.cpu_off
+
+    def on_start(self, info):
+        self.cpu_start = time.process_time()
+        super().on_start(info)
+
+    def _subset_eval(self, samples: int) -> None:
+        started, cpu = time.process_time(), self.cpu_s()
+        super()._subset_eval(samples)
+        self.tta[-1]["cpu_s"] = cpu
+        self.cpu_off += time.process_time() - started
+
+    def on_round(self, metrics):
+        record = {k: v for k, v in metrics.to_dict().items() if k not in ("example", "grader_status", "engine")}
+        self.cpu = self.cpu_s()
+        self.rounds.append({**record, "wall_s": self.wall(), "cpu_s": self.cpu})
+        if metrics.samples >= self.next_at or metrics.samples >= self.total:
+            self._subset_eval(samples=metrics.samples)
+            while self.next_at <= metrics.samples:
+                self.next_at += self.every
+
+
+def run_one(setting: str, seed: int, args) -> dict[str, Any]:
+    out = Path(args.runs_dir) / "scratch" / f"{setting.replace(':', '_').replace('=', '')}-s{seed}"
+    cfg = make_config(
+        model=args.model, task=args.task, group_size=args.group_size, mini_batch_size=args.mini_batch,
+        learning_rate=args.lr, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+        max_samples=args.total_samples, rounds=None, gen_micro_batch=args.gen_micro_batch,
+        eval_problems=args.eval_problems, eval_k=1, eval_before=False, checkpoint_every=10_000,
+        keep_checkpoints=1, seed=seed, torch_threads=args.threads or 0, **setting_values(setting, args),
+    )
+    clock = EveryClock(args.tta_problems, args.eval_every, args.total_samples)
+    trainer = Trainer(cfg, RunPaths(output_dir=out), callbacks=[clock])
+    clock.trainer = trainer
+    load = load_average()
+    summary = trainer.run()
+    split = {k: sum(r[k] for r in clock.rounds) for k in ("gen_s", "reward_s", "train_s")}
+    wall = clock.end - clock.start - clock.off_clock
+    return {
+        "setting": setting, "seed": seed, "samples": summary["samples"], "steps": summary["steps"],
+        "rounds": len(clock.rounds), "wall_s": wall, "cpu_s": clock.cpu, **split, "other_s": wall - sum(split.values()),
+        "pass@1_after": summary["eval_after"]["pass@1"] if summary["eval_after"] else None,
+        "subset_curve": clock.tta,
+        "rounds_detail": [{k: r[k] for k in ("samples", "wall_s", "batch_ratio", "batch_decision", "gen_s",
+                                              "train_s", "accuracy")} for r in clock.rounds],
+        "load_avg_start": load, "load_avg_end": load_average(),
+    }
+
+
+def time_to(curve: list[dict[str, float]], target: float, clock: str = "wall_s") -> float | None:
+    return next((p.get(clock) for p in curve if p["pass@1"] >= target - 1e-9), None)
+
+
+def spread(values: list[float | None]) -> dict[str, Any]:
+    got = [v for v in values if v is not None]
+    if not got:
+        return {"mean": None, "min": None, "max": None, "n": 0, "of": len(values)}
+    return {"mean": statistics.fmean(got), "min": min(got), "max": max(got), "n": len(got), "of": len(values)}
+
+
+def summarise(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by.setdefault(r["setting"], []).append(r)
+    grpo_final = [r["subset_curve"][-1]["pass@1"] for r in by.get("grpo", [])]
+    grpo_target = statistics.fmean(grpo_final) if grpo_final else None
+    table: dict[str, Any] = {}
+    for name, rs in by.items():
+        row = {k: spread([r.get(k) for r in rs]) for k in ("wall_s", "cpu_s", "gen_s", "reward_s", "train_s",
+                                                           "other_s", "pass@1_after", "samples")}
+        row["subset_final"] = spread([r["subset_curve"][-1]["pass@1"] for r in rs])
+        if target is not None:
+            row["time_to_target_s"] = spread([time_to(r["subset_curve"], target) for r in rs])
+        if grpo_target is not None:
+            row["time_to_grpo_final_s"] = spread([time_to(r["subset_curve"], grpo_target) for r in rs])
+            row["cpu_to_grpo_final_s"] = spread([time_to(r["subset_curve"], grpo_target, "cpu_s") for r in rs])
+        row["seeds"] = sorted(r["seed"] for r in rs)
+        row["batch_ratios"] = {r["seed"]: [d["batch_ratio"] for d in r["rounds_detail"]] for r in rs}
+        table[name] = row
+    return {"target": target, "grpo_final_subset_mean": grpo_target, "settings": table}
+
+
+def fmt(s: dict[str, Any], digits: int = 1) -> str:
+    if s["mean"] is None:
+        return "never"
+    text = f"{s['mean']:.{digits}f} ({s['min']:.{digits}f}..{s['max']:.{digits}f})"
+    return text + (f" [{s['n']}/{s['of']}]" if s["n"] < s["of"] else "")
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    t, g = summary["target"], summary["grpo_final_subset_mean"]
+    g_text = "-" if g is None else f"{g:.3f}"
+    print(f"| setting | seeds | wall s | CPU s | gen s | train s | pass@1 after | subset final | to {t} s | "
+          f"to grpo {g_text} s | CPU s to grpo {g_text} |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in summary["settings"].items():
+        to_t = fmt(r["time_to_target_s"]) if "time_to_target_s" in r else "-"
+        to_g = fmt(r["time_to_grpo_final_s"]) if "time_to_grpo_final_s" in r else "-"
+        cpu_g = fmt(r["cpu_to_grpo_final_s"]) if "cpu_to_grpo_final_s" in r else "-"
+        print(f"| {name} | {len(r['seeds'])} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {fmt(r['gen_s'])} | "
+              f"{fmt(r['train_s'])} | {fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | {to_g} | "
+              f"{cpu_g} |")
+
+
+def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in summary["settings"]:
+        curves = [r["subset_curve"] for r in runs if r["setting"] == name]
+        n = min(len(c) for c in curves)  # same eval points per seed (same samples): mean pointwise
+        xs = [statistics.fmean(c[i]["wall_s"] for c in curves) for i in range(n)]
+        ys = [statistics.fmean(c[i]["pass@1"] for c in curves) for i in range(n)]
+        ax.plot(xs, ys, marker="o", label=f"{name} ({len(curves)} seeds)")
+    for value, label in ((summary["target"], "target"), (summary["grpo_final_subset_mean"], "grpo final")):
+        if value is not None:
+            ax.axhline(value, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(label, (0, value), fontsize=8, color="grey")
+    ax.set(xlabel="training wall time (s, evaluations excluded)", ylabel="held-out greedy pass@1 (subset)",
+           title="held-out accuracy vs wall time, mean over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def child_command(setting: str, seed: int, args) -> list[str]:
+    argv = [a for a in sys.argv[1:]]
+    return [sys.executable, str(Path(__file__).resolve()), *argv, "--run", setting, "--run-seed", str(seed)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (each its own process)")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--task", default="arithmetic")
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--mini-batch", type=int, default=16)
+    p.add_argument("--start-u", type=int, default=4, help="rapid:auto's first U")
+    p.add_argument("--grouping", default="groups", choices=["samples", "groups"])
+    p.add_argument("--total-samples", type=int, default=512)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--gen-micro-batch", type=int, default=128)
+    p.add_argument("--eval-problems", type=int, default=100, help="held-out problems evaluated after")
+    p.add_argument("--tta-problems", type=int, default=40, help="held-out subset evaluated during training")
+    p.add_argument("--eval-every", type=int, default=64, help="samples between subset evaluations")
+    p.add_argument("--target", type=float, default=None, help="fixed subset pass@1 target")
+    p.add_argument("--runs-dir", default=str(ROOT / "bench" / "results" / "tta_runs"))
+    p.add_argument("--out", default=None, help="summary JSON (default bench/results/time_to_accuracy.json)")
+    p.add_argument("--plot", default=str(ROOT / "docs" / "img" / "time_to_accuracy.png"))
+    p.add_argument("--run", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--run-seed", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    runs_dir = Path(args.runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+
+    def run_file(setting: str, seed: int) -> Path:
+        return runs_dir / f"{setting.replace(':', '_').replace('=', '').replace('+', '_')}-s{seed}.json"
+
+    if args.run is not None:  # a child: one run
+        apply_threads(args.threads)
+        result = run_one(args.run, args.run_seed, args)
+        run_file(args.run, args.run_seed).write_text(json.dumps(result, indent=1))
+        return
+
+    todo = [(s, seed) for s in args.settings for seed in args.seeds if not run_file(s, seed).is_file()]
+    print(f"{len(todo)} runs to do, {args.jobs} at once; load {load_average()}", flush=True)
+
+    def launch(item: tuple[str, int]) -> None:
+        setting, seed = item
+        started = time.perf_counter()
+        log = runs_dir / f"{run_file(setting, seed).stem}.log"
+        with log.open("w") as f:
+            rc = subprocess.call(child_command(setting, seed, args), stdout=f, stderr=subprocess.STDOUT)
+        print(f"{setting} seed {seed}: rc {rc}, {time.perf_counter() - started:.0f} s, load {load_average()}",
+              flush=True)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(launch, todo))
+    runs = [json.loads(run_file(s, seed).read_text()) for s in args.settings for seed in args.seeds
+            if run_file(s, seed).is_file()]
+    summary = summarise(runs, args.target)
+    print_table(summary)
+    settings = {k: v for k, v in vars(args).items() if k not in ("run", "run_seed")}
+    result = {"machine": machine(), "settings": settings, "summary": summary, "runs": runs}
+    save(result, args.out or str(ROOT / "bench" / "results" / "time_to_accuracy.json"), "time_to_accuracy.json")
+    plot(runs, summary, Path(args.plot))
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""``batch_ratio_control=auto``: the next round's batch ratio U (B = U * m) from what the last rounds
+measured. A pure function of the rounds' records, so a checkpoint stores the records and a resumed
+run makes the same decision.
+
+Why it can pay to change U (RAPID.md): a round costs gen(B) + reward(B) + U x train_step. Training
+costs the same per sample at any U; generation per sample falls as B grows (a decode step costs
+nearly the same at batch 32 and 256 on a GPU) and flattens. So a larger U saves generation time,
+but the late steps of a round train further off-policy: their importance weights spread (ESS falls,
+more are truncated, the KL between sampler and learner grows). The policy:
+
+1. shrink (U / 2) when the last round's late steps were unhealthy (ESS under ``ess_min``, clip
+   fraction over ``clip_max`` or approx KL over ``kl_max``) or GPU memory ran near full;
+2. grow (U x 2) when the late steps were comfortably healthy (stricter thresholds: no flapping),
+   the larger U was not unhealthy before, memory has room, and doubling B is expected to save at
+   least ``min_gain`` of the round's time per sample: generation is fitted as gen(B) = a + b * B
+   over the rounds seen (a is the per-round cost a larger batch amortises), and with one batch size
+   measured so far the larger one is probed once;
+3. hold otherwise. U stays within [min, max], B within the samples left before ``max_samples``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import gcd
+from typing import Any
+
+from rapid_core.config import TrainConfig
+
+HISTORY = 8  # rounds of records kept (and checkpointed)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round measured, as the controller reads it."""
+
+    batch_ratio: int
+    inference_batch: int
+    gen_s: float
+    reward_s: float
+    train_s: float
+    late_ess: float  # means over the round's late steps (the last quarter, at least one)
+    late_clip_frac: float
+    late_approx_kl: float
+    peak_mem_gb: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Limits:
+    mini_batch_size: int
+    group_size: int
+    start: int  # U of the first round (prompts_per_round's)
+    min_ratio: int = 1
+    max_ratio: int = 16
+    samples_left: int | None = None  # before max_samples
+    mem_total_gb: float | None = None  # the device's memory; None on a CPU
+    ess_min: float = 0.7
+    clip_max: float = 0.05
+    kl_max: float = 0.05
+    min_gain: float = 0.03  # share of the round's time per sample a grow must save
+    mem_full: float = 0.9  # shrink above this share of device memory
+    mem_grow: float = 0.5  # grow only below it (doubling B at most doubles generation memory)
+
+
+@dataclass(frozen=True)
+class Decision:
+    batch_ratio: int
+    reason: str
+
+    def inference_batch(self, limits: Limits) -> int:
+        return self.batch_ratio * limits.mini_batch_size
+
+
+def limits(cfg: TrainConfig, samples_done: int, mem_total_gb: float | None) -> Limits:
+    """The controller's limits for a run's next round."""
+    left = None if cfg.max_samples is None else max(cfg.max_samples - samples_done, 1)
+    return Limits(
+        cfg.mini_batch_size, cfg.group_size, cfg.batch_ratio, cfg.batch_ratio_min, cfg.batch_ratio_max,
+        samples_left=left, mem_total_gb=mem_total_gb,
+    )
+
+
+def ratio_unit(mini_batch_size: int, group_size: int) -> int:
+    """The smallest U whose B = U * m is whole prompt groups; every U the controller picks is a multiple."""
+    return group_size // gcd(mini_batch_size, group_size)
+
+
+def late_health(steps: list[dict[str, float]]) -> tuple[float, float, float]:
+    """Mean ESS, clip fraction and approx KL of a round's last quarter of steps (at least the last)."""
+    late = steps[-max(1, len(steps) // 4) :]
+    n = len(late)
+    if not n:  # no step trained (drop_zero_std left nothing): nothing went off-policy
+        return 1.0, 0.0, 0.0
+    return tuple(sum(s[key] for s in late) / n for key in ("ess", "clip_frac", "approx_kl"))  # type: ignore[return-value]
+
+
+def _unhealthy(r: RoundRecord, lim: Limits, strict: bool = False) -> str | None:
+    """Why the late steps of ``r`` are off-policy beyond the limits (half the limits when strict)."""
+    f = 0.5 if strict else 1.0
+    ess_floor = 1 - (1 - lim.ess_min) * f
+    if r.late_ess < ess_floor:
+        return f"late-step ESS {r.late_ess:.3f} < {ess_floor:.3f}"
+    if r.late_clip_frac > lim.clip_max * f:
+        return f"late-step clip fraction {r.late_clip_frac:.3f} > {lim.clip_max * f:.3f}"
+    if r.late_approx_kl > lim.kl_max * f:
+        return f"late-step approx KL {r.late_approx_kl:.4f} > {lim.kl_max * f:.4f}"
+    return None
+
+
+def _gen_fit(history: list[RoundRecord]) -> tuple[float, float] | None:
+    """Least squares gen_s = a + b * B over the rounds; None until two batch sizes were measured."""
+    xs = [float(r.inference_batch) for r in history]
+    ys = [r.gen_s for r in history]
+    if len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def _bounds(lim: Limits) -> tuple[int, int]:
+    unit = ratio_unit(lim.mini_batch_size, lim.group_size)
+    low = max(unit, -(-lim.min_ratio // unit) * unit)
+    high = max(low, lim.max_ratio // unit * unit)
+    if lim.samples_left is not None:  # no round past max_samples by more than part of one
+        need = -(-lim.samples_left // (unit * lim.mini_batch_size)) * unit
+        high = max(low, min(high, need))
+    return low, high
+
+
+def _snap(u: int, lim: Limits) -> int:
+    low, high = _bounds(lim)
+    unit = ratio_unit(lim.mini_batch_size, lim.group_size)
+    return min(high, max(low, -(-u // unit) * unit))
+
+
+def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
+    """U for the next round from the records of the last rounds (oldest first) and the limits."""
+    if not history:
+        u = _snap(lim.start, lim)
+        return Decision(u, f"start at U={u}" + ("" if u == lim.start else f" (bounds moved it from {lim.start})"))
+    last = history[-1]
+    u = last.batch_ratio
+    low, high = _bounds(lim)
+    mem = None if lim.mem_total_gb is None or last.peak_mem_gb is None else last.peak_mem_gb / lim.mem_total_gb
+
+    def move(to: int, why: str) -> Decision:
+        to = _snap(to, lim)
+        verb = "grow" if to > u else "shrink" if to < u else "hold"
+        return Decision(to, f"{verb} U {u}->{to}: {why}" if to != u else f"hold U={u}: {why}")
+
+    if (bad := _unhealthy(last, lim)) is not None:
+        return move(u // 2, bad + (" (at the smallest U)" if u <= low else ""))
+    if mem is not None and mem > lim.mem_full:
+        return move(u // 2, f"peak memory {mem:.0%} of the device > {lim.mem_full:.0%}")
+    if u > high:
+        return move(high, f"at most U={high} (batch_ratio_max, or the samples left before max_samples)")
+    if u >= high:
+        return move(u, f"at the largest U={high} the limits allow; late steps healthy")
+    if (bad := _unhealthy(last, lim, strict=True)) is not None:
+        return move(u, f"not growing: {bad} (grow needs half the shrink limits)")
+    if mem is not None and mem > lim.mem_grow:
+        return move(u, f"not growing: peak memory {mem:.0%} of the device > {lim.mem_grow:.0%}")
+    seen_bad = [r.batch_ratio for r in history if r.batch_ratio >= 2 * u and _unhealthy(r, lim) is not None]
+    if seen_bad:
+        return move(u, f"not growing: U={min(seen_bad)} had unhealthy late steps before")
+    fit = _gen_fit(history)
+    if fit is None:
+        return move(2 * u, "late steps healthy; probing the larger batch (one batch size measured so far)")
+    a, _ = fit
+    batch = u * lim.mini_batch_size
+    per_sample = (last.gen_s + last.reward_s + last.train_s) / last.inference_batch
+    saving = max(a, 0.0) / (2 * batch)  # a / B - a / 2B: the per-round generation cost amortised over 2B
+    gain = saving / max(per_sample, 1e-9)
+    what = f"doubling B saves an estimated {gain:.1%} of the round time per sample (gen = {a:.2f} s + B x fit)"
+    if gain >= lim.min_gain:
+        return move(2 * u, f"late steps healthy; {what}")
+    return move(u, f"{what} < {lim.min_gain:.0%}")

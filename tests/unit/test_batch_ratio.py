@@ -1,0 +1,170 @@
+"""batch_ratio_control=auto: the pure policy (grow, shrink, hold, bounds, memory, reasons) and the
+trainer asking it for each round's B (decisions recorded, sample accounting, exact resume)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rapid_core.batch_ratio import Limits, RoundRecord, late_health, next_batch_ratio, ratio_unit
+from rapid_core.callbacks import Callback
+from rapid_core.config import RunPaths, make_config
+from rapid_core.errors import Cancelled, ConfigError
+from rapid_core.trainer import train
+from worker.callback import batch_decision
+
+LIM = Limits(mini_batch_size=32, group_size=8, start=4, min_ratio=1, max_ratio=16)
+
+
+def rec(u: int, gen_s: float = 10.0, train_s: float = 20.0, ess=0.99, clip=0.0, kl=0.001, mem=None) -> RoundRecord:
+    return RoundRecord(u, u * 32, gen_s, 0.1, train_s, ess, clip, kl, mem)
+
+
+def test_first_round_starts_at_the_configured_ratio():
+    d = next_batch_ratio([], LIM)
+    assert d.batch_ratio == 4 and d.reason == "start at U=4" and d.inference_batch(LIM) == 128
+
+
+def test_healthy_late_steps_probe_the_larger_batch_once():
+    d = next_batch_ratio([rec(4)], LIM)
+    assert d.batch_ratio == 8 and d.reason.startswith("grow U 4->8") and "probing" in d.reason
+
+
+def test_grows_while_generation_flattens_and_holds_when_the_saving_is_small():
+    # gen(B) = 8 s + 0.01 s x B: a per-round cost a larger batch amortises; training 0.05 s/sample.
+    flat = [rec(u, gen_s=8 + 0.01 * u * 32, train_s=0.05 * u * 32) for u in (4, 8)]
+    d = next_batch_ratio(flat, LIM)
+    assert d.batch_ratio == 16 and "saves an estimated" in d.reason
+    # gen(B) = 0.2 s + 0.05 s x B: nearly linear, doubling B saves ~0.1% of the round time per sample.
+    linear = [rec(u, gen_s=0.2 + 0.05 * u * 32, train_s=0.05 * u * 32) for u in (4, 8)]
+    d = next_batch_ratio(linear, LIM)
+    assert d.batch_ratio == 8 and d.reason.startswith("hold U=8") and "< 3%" in d.reason
+
+
+@pytest.mark.parametrize(
+    "health,word",
+    [(dict(ess=0.5), "ESS 0.500 < 0.700"), (dict(clip=0.2), "clip fraction 0.200 > 0.050"),
+     (dict(kl=0.3), "approx KL 0.3000 > 0.0500")],
+)
+def test_unhealthy_late_steps_halve_the_ratio_and_say_why(health, word):
+    d = next_batch_ratio([rec(4), rec(8, **health)], LIM)
+    assert d.batch_ratio == 4 and d.reason.startswith("shrink U 8->4") and word in d.reason
+
+
+def test_between_the_shrink_and_grow_limits_it_holds():
+    d = next_batch_ratio([rec(8, kl=0.03)], LIM)  # under kl_max 0.05, over half of it
+    assert d.batch_ratio == 8 and d.reason.startswith("hold U=8: not growing") and "approx KL" in d.reason
+
+
+def test_does_not_grow_back_to_a_ratio_that_was_unhealthy():
+    d = next_batch_ratio([rec(4), rec(8, kl=0.3), rec(4)], LIM)
+    assert d.batch_ratio == 4 and "U=8 had unhealthy late steps" in d.reason
+
+
+def test_bounds_hold_at_the_largest_and_smallest_ratio():
+    lim = Limits(32, 8, start=4, min_ratio=2, max_ratio=8)
+    assert next_batch_ratio([rec(8)], lim).reason.startswith("hold U=8: at the largest U=8")
+    d = next_batch_ratio([rec(2, kl=1.0)], lim)
+    assert d.batch_ratio == 2 and "at the smallest U" in d.reason
+
+
+def test_ratio_keeps_whole_prompt_groups():
+    lim = Limits(mini_batch_size=4, group_size=8, start=4, min_ratio=1, max_ratio=16)
+    assert ratio_unit(4, 8) == 2
+    assert next_batch_ratio([], Limits(4, 8, start=4, min_ratio=1, max_ratio=3)).batch_ratio == 2
+    d = next_batch_ratio([RoundRecord(2, 8, 1.0, 0.0, 1.0, 0.1, 0.0, 0.0)], lim)  # shrink would give 1
+    assert d.batch_ratio == 2 and (d.batch_ratio * 4) % 8 == 0
+
+
+def test_samples_left_cap_the_last_round():
+    lim = Limits(32, 8, start=4, samples_left=96)
+    d = next_batch_ratio([rec(4)], lim)
+    assert d.batch_ratio == 3 and d.inference_batch(lim) == 96
+
+
+def test_memory_near_full_shrinks_and_blocks_growth():
+    lim = Limits(32, 8, start=4, mem_total_gb=80.0)
+    assert next_batch_ratio([rec(8, mem=76.0)], lim).batch_ratio == 4
+    d = next_batch_ratio([rec(8, mem=60.0)], lim)
+    assert d.batch_ratio == 8 and "peak memory 75%" in d.reason
+    assert next_batch_ratio([rec(8, mem=10.0)], lim).batch_ratio == 16
+
+
+def test_late_health_reads_the_last_quarter_of_steps():
+    steps = [{"ess": 1.0, "clip_frac": 0.0, "approx_kl": 0.0}] * 6 + [{"ess": 0.5, "clip_frac": 0.2, "approx_kl": 0.4}] * 2
+    assert late_health(steps) == (0.5, 0.2, 0.4)
+    assert late_health(steps[:1]) == (1.0, 0.0, 0.0) and late_health([]) == (1.0, 0.0, 0.0)
+
+
+def test_config_validates_the_auto_bounds():
+    assert make_config().batch_ratio_control == "auto"
+    with pytest.raises(ConfigError) as err:
+        make_config(prompts_per_round=128)  # U = 32 > batch_ratio_max 16
+    assert err.value.field == "batch_ratio_max"
+    with pytest.raises(ConfigError) as err:
+        make_config(batch_ratio_min=8, batch_ratio_max=4)
+    assert err.value.field == "batch_ratio_min"
+    assert make_config(prompts_per_round=128, batch_ratio_control="fixed").batch_ratio == 32
+    assert make_config(algorithm="grpo", prompts_per_round=128).batch_ratio == 1  # baselines: B = m
+
+
+def test_worker_event_of_a_decision():
+    message, data = batch_decision({"round": 2, "batch_ratio": 8, "batch_decision": "grow U 4->8: probing"})
+    assert message == "Round 2: batch ratio U=8: grow U 4->8: probing" and data["batch_ratio"] == 8
+    assert batch_decision({"round": 2, "batch_ratio": 4, "batch_decision": ""}) is None
+
+
+# --- the trainer --------------------------------------------------------------------------------------
+def auto_run(out: Path, callbacks=None, **over) -> dict:
+    values = dict(model="tiny-random", rounds=3, prompts_per_round=4, group_size=4, mini_batch_size=4,
+                  max_new_tokens=6, eval_problems=0, learning_rate=1e-6, dtype="fp32", batch_ratio_max=8)
+    return train(make_config(**(values | over)), RunPaths(output_dir=out), callbacks=callbacks)
+
+
+def rounds_of(out: Path) -> list[dict]:
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["kind"] == "round"]
+
+
+def test_trainer_changes_B_between_rounds_and_records_each_decision(tmp_path, tiny_model):
+    # lr 1e-6 keeps the late steps on-policy: round 0 starts at U=4, round 1 probes U=8, round 2 stays
+    # at batch_ratio_max 8.
+    summary = auto_run(tmp_path)
+    rounds = rounds_of(tmp_path)
+    assert [r["batch_ratio"] for r in rounds] == [4, 8, 8]
+    assert rounds[0]["batch_decision"] == "start at U=4"
+    assert "probing" in rounds[1]["batch_decision"] and "at the largest U=8" in rounds[2]["batch_decision"]
+    assert [r["samples"] for r in rounds] == [16, 48, 80] and summary["steps"] == 4 + 8 + 8
+    state = torch.load(tmp_path / "checkpoints" / "round-000003" / "state.pt", weights_only=False)
+    assert state["position"] == 80 // 4 and [r["batch_ratio"] for r in state["batch_history"]] == [4, 8, 8]
+
+
+def test_max_samples_caps_the_last_round(tmp_path, tiny_model):
+    summary = auto_run(tmp_path, rounds=None, max_samples=40)
+    assert [r["batch_ratio"] for r in rounds_of(tmp_path)] == [4, 6] and summary["samples"] == 40
+
+
+class CancelAfter(Callback):
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def on_round(self, metrics):
+        self.seen += 1
+
+    def should_stop(self):
+        return "cancel" if self.seen >= self.n else None
+
+
+def test_resume_restores_the_controller_and_matches_the_uninterrupted_run(tmp_path, tiny_model):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    auto_run(whole)
+    with pytest.raises(Cancelled):
+        auto_run(broken, callbacks=[CancelAfter(2)])
+    auto_run(broken)
+    a = load_file(whole / "checkpoints" / "round-000003" / "trainable.safetensors")
+    b = load_file(broken / "checkpoints" / "round-000003" / "trainable.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    decisions = [(r["batch_ratio"], r["batch_decision"]) for r in rounds_of(whole)]
+    assert [(r["batch_ratio"], r["batch_decision"]) for r in rounds_of(broken)] == decisions
