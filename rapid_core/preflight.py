@@ -60,6 +60,9 @@ def job_size(cfg: TrainConfig) -> JobSize:
     rounds = total_rounds(cfg)
     phases = (2 if cfg.eval_before else 1) if cfg.eval_problems else 0
     eval_samples = phases * cfg.eval_problems * cfg.eval_k
+    if rounds is None and cfg.max_samples is not None:  # batch_ratio_control=auto: round sizes vary
+        samples = cfg.max_samples
+        return JobSize(None, samples, eval_samples, math.ceil(samples / cfg.mini_batch_size), cfg.time_budget_s)
     if rounds is None:
         return JobSize(None, None, eval_samples, None, cfg.time_budget_s)
     steps_per_round = math.ceil(cfg.inference_batch / cfg.mini_batch_size)  # fewer with drop_zero_std

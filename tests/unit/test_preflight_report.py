@@ -93,6 +93,9 @@ def test_job_size_from_the_config():
     assert budget.rounds is None and budget.train_samples is None and budget.eval_samples == 0
     report = preflight_report(measured([1, 0] * 4), budget)
     assert report["eta"]["seconds"] == 120 and "time_budget_s" in report["eta"]["basis"]
+    # Under batch_ratio_control=auto an epoch count becomes max_samples: rounds vary, samples do not.
+    auto = job_size(make_config(rounds=None, max_samples=640, mini_batch_size=32, eval_problems=0))
+    assert (auto.rounds, auto.train_samples, auto.steps) == (None, 640, 20)
 
 
 def test_samples_must_be_whole_groups_of_equal_length_lists():
