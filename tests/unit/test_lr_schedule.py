@@ -36,3 +36,17 @@ def test_decay_without_a_planned_length_is_refused_naming_the_field():
     with pytest.raises(ConfigError) as err:
         make_config(rounds=None, time_budget_s=60, lr_schedule="linear")
     assert err.value.field == "lr_schedule"
+
+
+def test_a_run_steps_with_the_decayed_rate_and_records_it(tmp_path, tiny_model):
+    import json
+
+    from rapid_core.config import RunPaths
+    from rapid_core.trainer import train
+
+    cfg = make_config(model="tiny-random", rounds=2, prompts_per_round=4, group_size=4, mini_batch_size=8,
+                      max_new_tokens=4, eval_problems=0, learning_rate=1e-2, dtype="fp32", lr_schedule="linear")
+    train(cfg, RunPaths(output_dir=tmp_path))
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in lines if r["kind"] == "step"]
+    assert lrs == pytest.approx([1e-2, 0.75e-2, 0.5e-2, 0.25e-2])
