@@ -9,7 +9,9 @@ policy that sampled (no dropout), so the importance weights are 1 up to numerics
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -76,15 +78,26 @@ def accumulate_gradient(
 
 
 def make_optimizer(cfg: TrainConfig, policy: Policy):
-    """AdamW over the trainable weights, with a linear warmup of ``warmup_steps``."""
+    """AdamW over the trainable weights, with a linear warmup of ``warmup_steps`` and the
+    ``lr_schedule`` after it."""
     optimizer = torch.optim.AdamW(
         policy.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
-    warmup = cfg.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        optimizer, partial(lr_factor, cfg.warmup_steps, cfg.lr_schedule, cfg.planned_steps)
     )
     return optimizer, scheduler
+
+
+def lr_factor(warmup: int, schedule: str, total: int | None, step: int) -> float:
+    """Multiplier of the learning rate at optimizer step ``step`` (0-based). Decay ends at 0 on the
+    last planned step, so the final rounds move the policy little (docs/main-job.md)."""
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if schedule == "constant" or not total:
+        return ramp
+    done = min(1.0, max(0, step - warmup) / max(1, total - warmup))
+    decay = 1.0 - done if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+    return ramp * decay
 
 
 def optimizer_step(

@@ -92,14 +92,15 @@ class CancelAfterRounds(Callback):
         return "cancel" if self.seen >= self.n else None
 
 
-def test_resume_after_round_2_matches_uninterrupted_run(tmp_path, tiny_model):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_after_round_2_matches_uninterrupted_run(tmp_path, tiny_model, schedule):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    tiny_run(whole, rounds=4)
+    tiny_run(whole, rounds=4, lr_schedule=schedule)
     with pytest.raises(Cancelled) as stopped:
-        tiny_run(broken, callbacks=[CancelAfterRounds(2)], rounds=4)
+        tiny_run(broken, callbacks=[CancelAfterRounds(2)], rounds=4, lr_schedule=schedule)
     assert stopped.value.request == "cancel"
     assert (broken / "checkpoints" / "round-000002").is_dir()
-    tiny_run(broken, rounds=4)
+    tiny_run(broken, rounds=4, lr_schedule=schedule)
 
     a = load_file(whole / "checkpoints" / "round-000004" / "trainable.safetensors")
     b = load_file(broken / "checkpoints" / "round-000004" / "trainable.safetensors")
