@@ -9,6 +9,7 @@ setup:  ## create .venv with every dependency (CPU torch)
 
 lint:  ## ruff and the import-linter contracts (layer boundaries)
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
 
 test-fast: lint  ## unit tests only: no PostgreSQL / Redis / live servers, no real model

@@ -40,14 +40,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return client_main(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: rapid {train,eval,serve,keys,jobs,files} ...\n\n"
-              "  train   fine-tune a model with RAPID (or the grpo / pg baselines)\n"
-              "  eval    held-out pass@1 / pass@k of a model, with or without an adapter\n"
-              "  serve   run the job service: REST API + worker\n"
-              "  keys    create, list and revoke API keys\n"
-              "  jobs    create, follow, cancel, download ... jobs on a server (RAPID_BASE_URL, RAPID_API_KEY)\n"
-              "  files   upload and list training files on a server\n\n"
-              "rapid COMMAND --help shows a command's options.")
+        print(
+            "usage: rapid {train,eval,serve,keys,jobs,files} ...\n\n"
+            "  train   fine-tune a model with RAPID (or the grpo / pg baselines)\n"
+            "  eval    held-out pass@1 / pass@k of a model, with or without an adapter\n"
+            "  serve   run the job service: REST API + worker\n"
+            "  keys    create, list and revoke API keys\n"
+            "  jobs    create, follow, cancel, download ... jobs on a server (RAPID_BASE_URL, RAPID_API_KEY)\n"
+            "  files   upload and list training files on a server\n\n"
+            "rapid COMMAND --help shows a command's options."
+        )
         return 0 if argv else 2
     from rapid_core.cli import main as core_main
 

@@ -82,7 +82,9 @@ def serve_main(argv: list[str] | None = None) -> int:
         _stop_with_app(app, supervisor)
     # Keep idle connections longer than clients do (httpx, hence openai, drops them after 5 s): with
     # both at 5 s, a client reusing a connection as the server closes it gets a reset (bench/api_load.py).
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=KEEP_ALIVE_S)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=KEEP_ALIVE_S
+    )
     return 0
 
 
@@ -100,14 +102,18 @@ def _stop_with_app(app, supervisor: WorkerSupervisor) -> None:
 
 
 def keys_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rapid keys", description="Manage API keys (stored as SHA-256 hashes)")
+    parser = argparse.ArgumentParser(
+        prog="rapid keys", description="Manage API keys (stored as SHA-256 hashes)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="Create an API key for a project (created if new); prints the key")
     create.add_argument("--project", required=True, help="Project name")
     listing = sub.add_parser("list", help="List keys: id, project, prefix, created, revoked (never the key)")
     listing.add_argument("--project", help="Only this project's keys")
     listing.add_argument("--json", action="store_true", help="One JSON object per line instead of a table")
-    revoke = sub.add_parser("revoke", help="Revoke keys by id (see 'list'); they fail from the next request on")
+    revoke = sub.add_parser(
+        "revoke", help="Revoke keys by id (see 'list'); they fail from the next request on"
+    )
     revoke.add_argument("key_ids", nargs="+", metavar="KEY_ID")
     args = parser.parse_args(argv)
 
@@ -122,13 +128,24 @@ def _create_key(s: Session, args: argparse.Namespace) -> int:
     key, secret = Keys(s).create(args.project)
     s.commit()
     print(secret)
-    print(f"created key {key.id} for project {args.project!r}; store it now, it is not shown again", file=sys.stderr)
+    print(
+        f"created key {key.id} for project {args.project!r}; store it now, it is not shown again",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _list_keys(s: Session, args: argparse.Namespace) -> int:
-    rows = [{"id": k.id, "project": name, "prefix": k.prefix, "created_at": k.created_at, "revoked_at": k.revoked_at}
-            for k, name in Keys(s).all(args.project)]  # fmt: skip
+    rows = [
+        {
+            "id": k.id,
+            "project": name,
+            "prefix": k.prefix,
+            "created_at": k.created_at,
+            "revoked_at": k.revoked_at,
+        }
+        for k, name in Keys(s).all(args.project)
+    ]
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -105,16 +105,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, err: ApiError):
         headers = err.headers or ({"Retry-After": str(RETRY_AFTER_S)} if err.status == 503 else None)
-        return JSONResponse(body(err.message, err.type, err.param, err.code), status_code=err.status, headers=headers)
+        return JSONResponse(
+            body(err.message, err.type, err.param, err.code), status_code=err.status, headers=headers
+        )
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, err: DBAPIError):
         if not is_transient(err):
             return await _unexpected(request, err)
         log.warning("database unavailable: %s", type(err).__name__)
-        return JSONResponse(body("The database is unavailable; retry shortly", "server_error", None,
-                                 "database_unavailable"), status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        return JSONResponse(
+            body("The database is unavailable; retry shortly", "server_error", None, "database_unavailable"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(RapidError)
     async def _core(_: Request, err: RapidError):
@@ -136,8 +140,11 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"Request body is larger than the limit of {limit} bytes"
             return JSONResponse(body(message, "invalid_request_error", None, "request_too_large"), 413)
         kind = "not_found" if err.status_code == 404 else "invalid_request"
-        return JSONResponse(body(str(err.detail), "invalid_request_error", None, kind), status_code=err.status_code,
-                            headers=getattr(err, "headers", None))  # e.g. Allow on a 405
+        return JSONResponse(
+            body(str(err.detail), "invalid_request_error", None, kind),
+            status_code=err.status_code,
+            headers=getattr(err, "headers", None),
+        )  # e.g. Allow on a 405
 
     @app.exception_handler(OSError)
     async def _os(request: Request, err: OSError):
@@ -150,4 +157,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception):
         log.exception("unhandled error")
-        return JSONResponse(body("Internal server error", "server_error", None, "internal_error"), status_code=500)
+        return JSONResponse(
+            body("Internal server error", "server_error", None, "internal_error"), status_code=500
+        )

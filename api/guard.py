@@ -82,5 +82,8 @@ def _check_declared_length(request: Request, limit: int, upload: bool) -> None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         what = "Upload" if upload else "Request body"
-        raise TooLarge(f"{what} of {int(declared)} bytes is larger than the limit of {limit} bytes",
-                       "file" if upload else None, "file_too_large" if upload else "request_too_large")  # fmt: skip
+        raise TooLarge(
+            f"{what} of {int(declared)} bytes is larger than the limit of {limit} bytes",
+            "file" if upload else None,
+            "file_too_large" if upload else "request_too_large",
+        )

@@ -41,8 +41,9 @@ def check_params(request: Request) -> None:
             raise InvalidRequest(f"{name} must not contain NUL characters", name, "invalid_value")
     for name, value in request.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
-            raise InvalidRequest(f"{name!r} must not contain NUL characters", name.replace("\x00", ""),
-                                 "invalid_value")  # fmt: skip
+            raise InvalidRequest(
+                f"{name!r} must not contain NUL characters", name.replace("\x00", ""), "invalid_value"
+            )
 
 
 class StrictRoute(APIRoute):

@@ -15,9 +15,14 @@ METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI'
 
 # --- requests -------------------------------------------------------------------------------------
 
-GraderSpec = Annotated[dict[str, Any], Field(description="A grader object (string_check, text_similarity, "
-                                                        "python, multi, or ours: numeric, exact, math, "
-                                                        "code_tests, lean)")]  # fmt: skip
+GraderSpec = Annotated[
+    dict[str, Any],
+    Field(
+        description="A grader object (string_check, text_similarity, "
+        "python, multi, or ours: numeric, exact, math, "
+        "code_tests, lean)"
+    ),
+]
 MAX_SAMPLES = 64  # one /run request grades at most this many samples (the list form, ours)
 Sample = Annotated[str, Field(max_length=1_000_000)]
 
@@ -58,7 +63,9 @@ class JobCreate(BaseModel):
                 raise PydanticCustomError("metadata", f"a key is longer than {METADATA_KEY_CHARS} characters")
             if len(item) > METADATA_VALUE_CHARS:
                 limit = METADATA_VALUE_CHARS
-                raise PydanticCustomError("metadata", f"the value of {key!r} is longer than {limit} characters")
+                raise PydanticCustomError(
+                    "metadata", f"the value of {key!r} is longer than {limit} characters"
+                )
         return value
 
     @field_validator("hyperparameters")
@@ -79,9 +86,16 @@ PREFLIGHT_PROMPTS, PREFLIGHT_TIMEOUT_S = 64, 600  # a pre-flight's bounds (ours)
 class PreflightCreate(JobCreate):
     """A job body (validated as POST /v1/fine_tuning/jobs validates it) plus how much to sample."""
 
-    prompts: int = Field(8, ge=1, le=PREFLIGHT_PROMPTS, description="Prompts to sample, each group_size times")
-    timeout_s: int = Field(300, ge=10, le=PREFLIGHT_TIMEOUT_S, description="Seconds from now after which it "
-                           "stops sampling and, unfinished, fails (a worker must take it before then)")  # fmt: skip
+    prompts: int = Field(
+        8, ge=1, le=PREFLIGHT_PROMPTS, description="Prompts to sample, each group_size times"
+    )
+    timeout_s: int = Field(
+        300,
+        ge=10,
+        le=PREFLIGHT_TIMEOUT_S,
+        description="Seconds from now after which it "
+        "stops sampling and, unfinished, fails (a worker must take it before then)",
+    )
 
 
 class GraderValidate(BaseModel):
@@ -96,7 +110,8 @@ class GraderRun(BaseModel):
         description="The completion to grade; ours: a list of up to 64 completions"
     )
     item: dict[str, Any] | Annotated[list[dict[str, Any]], Field(max_length=MAX_SAMPLES)] = Field(
-        default_factory=dict, description="The dataset record; ours: one record per sample of a list")  # fmt: skip
+        default_factory=dict, description="The dataset record; ours: one record per sample of a list"
+    )
 
 
 # --- responses ------------------------------------------------------------------------------------
@@ -174,8 +189,10 @@ class JobObject(BaseModel):
     organization_id: str
     result_files: list[str]
     seed: int
-    status: str = Field(description="validating_files, queued, running, succeeded, failed, cancelled, "
-                                    "or (as in OpenAI's pause) paused")  # fmt: skip
+    status: str = Field(
+        description="validating_files, queued, running, succeeded, failed, cancelled, "
+        "or (as in OpenAI's pause) paused"
+    )
     trained_tokens: int | None
     training_file: str
     validation_file: str | None
@@ -222,9 +239,12 @@ class CheckpointObject(BaseModel):
     metrics: dict[str, Any]
     round: int = Field(description="Ours: the RAPID round the checkpoint ends")
     final: bool = Field(description="Ours: the job's final adapter")
-    best: bool = Field(False, description="Ours: the checkpoint with the highest held-out pass@1 of the "
-                       "evaluations every eval_interval steps (the earlier on a tie); its adapter is also at "
-                       "/v1/fine_tuning/jobs/{id}/checkpoints/best/adapter")  # fmt: skip
+    best: bool = Field(
+        False,
+        description="Ours: the checkpoint with the highest held-out pass@1 of the "
+        "evaluations every eval_interval steps (the earlier on a tie); its adapter is also at "
+        "/v1/fine_tuning/jobs/{id}/checkpoints/best/adapter",
+    )
     adapter_url: str = Field(description="Ours: where to download the adapter (.tar.gz)")
 
 
@@ -290,13 +310,18 @@ class GraderRunList(BaseModel):
 
 def id_page(items: list, has_more: bool) -> dict[str, Any]:
     """The fields of a cursor page: data, first_id, last_id, has_more."""
-    return {"data": items, "first_id": items[0].id if items else None,
-            "last_id": items[-1].id if items else None, "has_more": has_more}  # fmt: skip
+    return {
+        "data": items,
+        "first_id": items[0].id if items else None,
+        "last_id": items[-1].id if items else None,
+        "has_more": has_more,
+    }
 
 
 def file_object(f: File) -> FileObject:
-    return FileObject(id=f.id, bytes=f.bytes, created_at=f.created_at, filename=f.filename, purpose=f.purpose,
-                      lines=f.lines)  # fmt: skip
+    return FileObject(
+        id=f.id, bytes=f.bytes, created_at=f.created_at, filename=f.filename, purpose=f.purpose, lines=f.lines
+    )
 
 
 def job_object(j: Job) -> JobObject:
@@ -327,8 +352,9 @@ def job_object(j: Job) -> JobObject:
 
 
 def event_object(e: Event) -> EventObject:
-    return EventObject(id=e.id, created_at=e.created_at, level=e.level, message=e.message, data=e.data,
-                       type=e.type)  # fmt: skip
+    return EventObject(
+        id=e.id, created_at=e.created_at, level=e.level, message=e.message, data=e.data, type=e.type
+    )
 
 
 def checkpoint_object(c: Checkpoint) -> CheckpointObject:
@@ -338,8 +364,11 @@ def checkpoint_object(c: Checkpoint) -> CheckpointObject:
         fine_tuned_model_checkpoint=c.name,
         fine_tuning_job_id=c.job_id,
         step_number=c.step_number,
-        metrics={"step": c.step_number, "train_loss": c.metrics.get("loss"),
-                 **{k: v for k, v in c.metrics.items() if k != "best"}},  # fmt: skip
+        metrics={
+            "step": c.step_number,
+            "train_loss": c.metrics.get("loss"),
+            **{k: v for k, v in c.metrics.items() if k != "best"},
+        },
         round=c.round,
         final=c.final,
         best=bool(c.metrics.get("best")),
@@ -348,8 +377,9 @@ def checkpoint_object(c: Checkpoint) -> CheckpointObject:
 
 
 def metric_object(m: Metric) -> MetricObject:
-    return MetricObject(kind=m.kind, step=m.step, round=m.round, phase=m.phase, created_at=m.created_at,
-                        metrics=m.values)  # fmt: skip
+    return MetricObject(
+        kind=m.kind, step=m.step, round=m.round, phase=m.phase, created_at=m.created_at, metrics=m.values
+    )
 
 
 class PreflightObject(BaseModel):
@@ -366,14 +396,25 @@ class PreflightObject(BaseModel):
     created_at: int
     started_at: int | None
     finished_at: int | None
-    report: dict[str, Any] | None = Field(description="reward, zero_variance_share, grader, completions, timing, "
-                                                      "eta and warnings; see docs/preflight.md")  # fmt: skip
+    report: dict[str, Any] | None = Field(
+        description="reward, zero_variance_share, grader, completions, timing, "
+        "eta and warnings; see docs/preflight.md"
+    )
     error: JobError | None
 
 
 def preflight_object(p: Preflight) -> PreflightObject:
     return PreflightObject(
-        id=p.id, status=p.status, model=p.model, training_file=p.training_file, queue=p.queue, prompts=p.prompts,
-        timeout_s=p.timeout_s, created_at=p.created_at, started_at=p.started_at, finished_at=p.finished_at,
-        report=p.report, error=p.error,
-    )  # fmt: skip
+        id=p.id,
+        status=p.status,
+        model=p.model,
+        training_file=p.training_file,
+        queue=p.queue,
+        prompts=p.prompts,
+        timeout_s=p.timeout_s,
+        created_at=p.created_at,
+        started_at=p.started_at,
+        finished_at=p.finished_at,
+        report=p.report,
+        error=p.error,
+    )

@@ -38,12 +38,23 @@ from tests.integration.service_harness import (  # noqa: E402  (the real-service
     tiny_hyperparameters,
 )
 
-JOB = {"model": "tiny-random", "method": {"type": "reinforcement", "reinforcement": {
-    "grader": GRADER, "hyperparameters": tiny_hyperparameters()}}}  # fmt: skip
+JOB = {
+    "model": "tiny-random",
+    "method": {
+        "type": "reinforcement",
+        "reinforcement": {"grader": GRADER, "hyperparameters": tiny_hyperparameters()},
+    },
+}
 
 
-async def client(http: httpx.AsyncClient, file_id: str, jobs: list[str], until: float, rng: random.Random,
-                 out: list[tuple[str, float, int | str]]) -> None:  # fmt: skip
+async def client(
+    http: httpx.AsyncClient,
+    file_id: str,
+    jobs: list[str],
+    until: float,
+    rng: random.Random,
+    out: list[tuple[str, float, int | str]],
+) -> None:
     while time.monotonic() < until:
         roll = rng.random()
         if roll < 0.15:
@@ -100,13 +111,19 @@ def summarise(out: list[tuple[str, float, int]], seconds: float) -> dict:
     latencies = [t for _, t, _ in out]
     errors = [(k, s) for k, _, s in out if s != 200]
     return {
-        "requests": len(out), "req_per_s": round(len(out) / seconds, 1),
-        "p50_ms": round(1000 * percentile(latencies, 0.50), 1), "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
-        "max_ms": round(1000 * max(latencies), 1), "errors": len(errors),
+        "requests": len(out),
+        "req_per_s": round(len(out) / seconds, 1),
+        "p50_ms": round(1000 * percentile(latencies, 0.50), 1),
+        "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+        "max_ms": round(1000 * max(latencies), 1),
+        "errors": len(errors),
         "error_kinds": sorted({f"{k}:{s}" for k, s in errors}),
-        "by_kind": {k: sum(1 for kk, _, _ in out if kk == k) for k in ("list", "retrieve", "events", "create", "cancel")},
+        "by_kind": {
+            k: sum(1 for kk, _, _ in out if kk == k)
+            for k in ("list", "retrieve", "events", "create", "cancel")
+        },
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -142,8 +159,12 @@ def main() -> None:
             file=sys.stderr,
         )
         out = asyncio.run(load(service.base_url, key, file_id, args.clients, args.seconds))
-        result = {"database": args.database, "clients": args.clients, "seconds": args.seconds,
-                  **summarise(out, args.seconds)}  # fmt: skip
+        result = {
+            "database": args.database,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            **summarise(out, args.seconds),
+        }
         if result["errors"]:
             print(service.logs(), file=sys.stderr)
     print(json.dumps(result))

@@ -20,9 +20,13 @@ if str(ROOT) not in sys.path:
 
 
 def add_common_args(parser) -> None:
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's choice). On a CPU shared with other "
-                             "jobs 1 thread can beat 2 by 5x: a descheduled OpenMP thread stalls every barrier")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice). On a CPU shared with other "
+        "jobs 1 thread can beat 2 by 5x: a descheduled OpenMP thread stalls every barrier",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", default=None, help="JSON file for the result table")
 
@@ -53,10 +57,16 @@ def machine() -> dict[str, Any]:
     import transformers
 
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(), "load_avg_1_5_15": load_average(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1_5_15": load_average(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -59,7 +59,9 @@ class Clock(Callback):
         self.off_clock += metrics.seconds
 
     def on_round(self, metrics):
-        record = {k: v for k, v in metrics.to_dict().items() if k not in ("example", "grader_status", "engine")}
+        record = {
+            k: v for k, v in metrics.to_dict().items() if k not in ("example", "grader_status", "engine")
+        }
         self.rounds.append({**record, "wall_s": self.wall()})
         if self.tta_problems:
             self._subset_eval(samples=metrics.samples)
@@ -73,20 +75,41 @@ class Clock(Callback):
         started = time.perf_counter()
         wall = self.wall()
         with torch.random.fork_rng(devices=[]):
-            m = evaluate(t.engine, t.state.policy.tokenizer, t.grader, t.task.eval[: self.tta_problems], k=1,
-                         temperature=t.cfg.temperature, max_new_tokens=t.cfg.max_new_tokens)
+            m = evaluate(
+                t.engine,
+                t.state.policy.tokenizer,
+                t.grader,
+                t.task.eval[: self.tta_problems],
+                k=1,
+                temperature=t.cfg.temperature,
+                max_new_tokens=t.cfg.max_new_tokens,
+            )
         self.tta.append({"wall_s": wall, "samples": samples, "pass@1": m.pass_at_1})
         self.off_clock += time.perf_counter() - started
 
 
 def config_for(algorithm: str, args):
     return make_config(
-        model=args.model, task=args.task, algorithm=algorithm, finetune=args.finetune, dtype=args.dtype,
-        device=args.device, group_size=args.group_size, mini_batch_size=args.mini_batch,
-        prompts_per_round=args.prompts_per_round, learning_rate=args.lr, temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens, max_samples=args.total_samples, rounds=None,
-        gen_micro_batch=args.gen_micro_batch, eval_problems=args.eval_problems, eval_k=args.eval_k,
-        checkpoint_every=10_000, seed=args.seed, **dict(args.set),
+        model=args.model,
+        task=args.task,
+        algorithm=algorithm,
+        finetune=args.finetune,
+        dtype=args.dtype,
+        device=args.device,
+        group_size=args.group_size,
+        mini_batch_size=args.mini_batch,
+        prompts_per_round=args.prompts_per_round,
+        learning_rate=args.lr,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        max_samples=args.total_samples,
+        rounds=None,
+        gen_micro_batch=args.gen_micro_batch,
+        eval_problems=args.eval_problems,
+        eval_k=args.eval_k,
+        checkpoint_every=10_000,
+        seed=args.seed,
+        **dict(args.set),
     )
 
 
@@ -107,16 +130,28 @@ def run_one(algorithm: str, args, scratch: Path) -> dict[str, Any]:
         tokens += r["completion_len_mean"] * (r["samples"] - prev)
         prev = r["samples"]
     return {
-        "algorithm": algorithm, "rounds": len(rounds), "steps": summary["steps"], "samples": summary["samples"],
-        "batch_ratio": cfg.batch_ratio, "inference_batch": cfg.inference_batch,
+        "algorithm": algorithm,
+        "rounds": len(rounds),
+        "steps": summary["steps"],
+        "samples": summary["samples"],
+        "batch_ratio": cfg.batch_ratio,
+        "inference_batch": cfg.inference_batch,
         "batch_ratios": [r["batch_ratio"] for r in rounds],  # per round: batch_ratio_control=auto moves it
-        "wall_s": total, **split, "other_s": total - sum(split.values()),
-        "gen_tokens": tokens, "gen_tokens_per_s": tokens / max(split["gen_s"], 1e-9),
+        "wall_s": total,
+        **split,
+        "other_s": total - sum(split.values()),
+        "gen_tokens": tokens,
+        "gen_tokens_per_s": tokens / max(split["gen_s"], 1e-9),
         "samples_per_s": summary["samples"] / max(total, 1e-9),
-        "eval_before": _short(summary["eval_before"]), "eval_after": _short(summary["eval_after"]),
-        "curve": [{k: r[k] for k in ("wall_s", "samples", "reward_mean", "accuracy", "gen_s", "train_s", "round_s")}
-                  for r in rounds],
-        "tta_curve": clock.tta, "load_avg_at_start": load, "load_avg_at_end": load_average(),
+        "eval_before": _short(summary["eval_before"]),
+        "eval_after": _short(summary["eval_after"]),
+        "curve": [
+            {k: r[k] for k in ("wall_s", "samples", "reward_mean", "accuracy", "gen_s", "train_s", "round_s")}
+            for r in rounds
+        ],
+        "tta_curve": clock.tta,
+        "load_avg_at_start": load,
+        "load_avg_at_end": load_average(),
     }
 
 
@@ -141,8 +176,10 @@ def ratios(rows: dict[str, dict[str, Any]], k: int) -> dict[str, dict[str, float
         return {}
     out = {}
     for name, r in rows.items():
-        div = {key: (r[key] / base[key] if base[key] else None)
-               for key in ("wall_s", "gen_s", "train_s", "gen_tokens_per_s", "samples_per_s")}
+        div = {
+            key: (r[key] / base[key] if base[key] else None)
+            for key in ("wall_s", "gen_s", "train_s", "gen_tokens_per_s", "samples_per_s")
+        }
         for key in ("pass@1", f"pass@{k}"):
             a, b = (r["eval_after"] or {}).get(key), (base["eval_after"] or {}).get(key)
             div[f"{key}_after_minus_grpo"] = None if a is None or b is None else a - b
@@ -154,22 +191,31 @@ def ratios(rows: dict[str, dict[str, Any]], k: int) -> dict[str, dict[str, float
 
 def print_table(result: dict[str, Any]) -> None:
     rows, k = result["algorithms"], result["settings"]["eval_k"]
-    head = (f"{'alg':>6} {'U':>3} {'samples':>7} {'wall s':>8} {'gen s':>7} {'rew s':>6} {'train s':>8} "
-            f"{'other s':>7} {'tok/s':>7} {'smp/s':>6} {'p@1 bef':>7} {'p@1 aft':>7} {f'p@{k} aft':>7} {'tta s':>7}")
+    head = (
+        f"{'alg':>6} {'U':>3} {'samples':>7} {'wall s':>8} {'gen s':>7} {'rew s':>6} {'train s':>8} "
+        f"{'other s':>7} {'tok/s':>7} {'smp/s':>6} {'p@1 bef':>7} {'p@1 aft':>7} {f'p@{k} aft':>7} {'tta s':>7}"
+    )
     print(head)
     for name, r in rows.items():
         ea, eb = r["eval_after"] or {}, r["eval_before"] or {}
         tta = r.get("time_to_target_s")
-        print(f"{name:>6} {r['batch_ratio']:>3} {r['samples']:>7} {r['wall_s']:>8.1f} {r['gen_s']:>7.1f} "
-              f"{r['reward_s']:>6.2f} {r['train_s']:>8.1f} {r['other_s']:>7.1f} {r['gen_tokens_per_s']:>7.1f} "
-              f"{r['samples_per_s']:>6.3f} {eb.get('pass@1', float('nan')):>7.3f} {ea.get('pass@1', float('nan')):>7.3f} "
-              f"{ea.get(f'pass@{k}', float('nan')):>7.3f} {'-' if tta is None else f'{tta:.1f}':>7}")
+        print(
+            f"{name:>6} {r['batch_ratio']:>3} {r['samples']:>7} {r['wall_s']:>8.1f} {r['gen_s']:>7.1f} "
+            f"{r['reward_s']:>6.2f} {r['train_s']:>8.1f} {r['other_s']:>7.1f} {r['gen_tokens_per_s']:>7.1f} "
+            f"{r['samples_per_s']:>6.3f} {eb.get('pass@1', float('nan')):>7.3f} {ea.get('pass@1', float('nan')):>7.3f} "
+            f"{ea.get(f'pass@{k}', float('nan')):>7.3f} {'-' if tta is None else f'{tta:.1f}':>7}"
+        )
     for name, d in result["ratios_vs_grpo"].items():
-        print(f"vs grpo {name:>6}: " + ", ".join(f"{key}={'-' if v is None else f'{v:.3f}'}" for key, v in d.items()))
+        print(
+            f"vs grpo {name:>6}: "
+            + ", ".join(f"{key}={'-' if v is None else f'{v:.3f}'}" for key, v in d.items())
+        )
     if result.get("trl"):
         t = result["trl"]
-        print(f"TRL GRPOTrainer: {t['per_sample_s']:.3f} s/sample ({t['steps']} steps, {t['samples']} samples); "
-              f"rapid full round: {result['rapid_per_sample_s']:.3f} s/sample; ratio rapid/trl = {t['rapid_over_trl']:.3f}")
+        print(
+            f"TRL GRPOTrainer: {t['per_sample_s']:.3f} s/sample ({t['steps']} steps, {t['samples']} samples); "
+            f"rapid full round: {result['rapid_per_sample_s']:.3f} s/sample; ratio rapid/trl = {t['rapid_over_trl']:.3f}"
+        )
 
 
 def main() -> None:
@@ -182,9 +228,13 @@ def main() -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--mini-batch", type=int, default=32)
-    p.add_argument("--prompts-per-round", type=int, default=16,
-                   help="rapid's P (B = P * G; ratio U = B / m); the first round's with batch_ratio_control=auto "
-                        "(the default; --set batch_ratio_control=fixed keeps it)")
+    p.add_argument(
+        "--prompts-per-round",
+        type=int,
+        default=16,
+        help="rapid's P (B = P * G; ratio U = B / m); the first round's with batch_ratio_control=auto "
+        "(the default; --set batch_ratio_control=fixed keeps it)",
+    )
     p.add_argument("--total-samples", type=int, default=384)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--temperature", type=float, default=0.7)
@@ -193,13 +243,25 @@ def main() -> None:
     p.add_argument("--eval-problems", type=int, default=60)
     p.add_argument("--eval-k", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-to-accuracy", type=float, nargs="?", const=-1.0, default=None,
-                   help="report wall time to this held-out pass@1 (no value: grpo's final subset accuracy)")
+    p.add_argument(
+        "--time-to-accuracy",
+        type=float,
+        nargs="?",
+        const=-1.0,
+        default=None,
+        help="report wall time to this held-out pass@1 (no value: grpo's final subset accuracy)",
+    )
     p.add_argument("--tta-problems", type=int, default=30, help="held-out subset evaluated each round")
     p.add_argument("--trl", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--trl-steps", type=int, default=3, help="GRPOTrainer optimizer steps to time")
-    p.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="any other TrainConfig option, for every algorithm (value parsed as YAML)")
+    p.add_argument(
+        "--set",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other TrainConfig option, for every algorithm (value parsed as YAML)",
+    )
     p.add_argument("--keep-runs", default=None, help="keep run directories here (default: a temp dir)")
     args = p.parse_args()
     apply_threads(args.threads)
@@ -209,7 +271,9 @@ def main() -> None:
     for alg in args.algorithms:
         print(f"--- {alg}", flush=True)
         rows[alg] = run_one(alg, args, scratch)
-        print(json.dumps({k: v for k, v in rows[alg].items() if k not in ("curve", "tta_curve")}, default=str))
+        print(
+            json.dumps({k: v for k, v in rows[alg].items() if k not in ("curve", "tta_curve")}, default=str)
+        )
     target = None
     if args.time_to_accuracy is not None:
         target = args.time_to_accuracy
@@ -219,8 +283,11 @@ def main() -> None:
         for r in rows.values():
             r["time_to_target_s"] = None if target is None else time_to(r["tta_curve"], target)
     result: dict[str, Any] = {
-        "machine": machine(), "settings": {k: v for k, v in vars(args).items()},
-        "tta_target_pass@1": target, "algorithms": rows, "ratios_vs_grpo": ratios(rows, args.eval_k),
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items()},
+        "tta_target_pass@1": target,
+        "algorithms": rows,
+        "ratios_vs_grpo": ratios(rows, args.eval_k),
     }
     if "rapid" in rows:
         rr = rows["rapid"]

@@ -44,20 +44,29 @@ def staleness0(policy, out, temperature: float, chunk: int = 64) -> dict[str, fl
     ws = []
     with torch.no_grad():
         for s in range(0, len(out), chunk):
-            logp, _, mask = completion_logps(policy, out.prompt_ids[s : s + chunk],
-                                             out.completion_ids[s : s + chunk], temperature)  # fmt: skip
+            logp, _, mask = completion_logps(
+                policy, out.prompt_ids[s : s + chunk], out.completion_ids[s : s + chunk], temperature
+            )
             for j, lps in enumerate(out.behaviour_logps[s : s + chunk]):
                 n = len(lps)
                 ws.append(torch.exp(logp[j, :n].float().cpu() - torch.tensor(lps)))
     w = torch.cat(ws)
-    return {"tokens": w.numel(), "w_mean": float(w.mean()), "w_min": float(w.min()), "w_max": float(w.max()),
-            "clip_fraction": float((w > 2.0).float().mean()), "ess": float(w.sum() ** 2 / (w.numel() * (w**2).sum())),
-            "approx_kl": float(((w - 1) - w.log()).mean())}  # fmt: skip
+    return {
+        "tokens": w.numel(),
+        "w_mean": float(w.mean()),
+        "w_min": float(w.min()),
+        "w_max": float(w.max()),
+        "clip_fraction": float((w > 2.0).float().mean()),
+        "ess": float(w.sum() ** 2 / (w.numel() * (w**2).sum())),
+        "approx_kl": float(((w - 1) - w.log()).mean()),
+    }
 
 
 def run_loop(policy, loop: str, prompts, group: int, sampling: Sampling, micro_batch: int, seed: int):
     engine = HFEngine(policy, micro_batch=micro_batch, decode=loop)
-    engine.generate(prompts[:2], 1, Sampling(temperature=sampling.temperature, max_new_tokens=2))  # copy, graphs
+    engine.generate(
+        prompts[:2], 1, Sampling(temperature=sampling.temperature, max_new_tokens=2)
+    )  # copy, graphs
     torch.manual_seed(seed)
     start = time.perf_counter()
     out = engine.generate(prompts, group, sampling)
@@ -88,41 +97,76 @@ def main() -> int:
 
     runs: dict[str, Any] = {}
     for loop in args.loops:
-        out, greedy, seconds = run_loop(policy, loop, prompts, args.group_size, sampling, args.micro_batch, args.seed)
-        runs[loop] = {"out": out, "greedy": greedy, "seconds": seconds, "stats": out.stats,
-                      "staleness0": staleness0(policy, out, args.temperature)}  # fmt: skip
+        out, greedy, seconds = run_loop(
+            policy, loop, prompts, args.group_size, sampling, args.micro_batch, args.seed
+        )
+        runs[loop] = {
+            "out": out,
+            "greedy": greedy,
+            "seconds": seconds,
+            "stats": out.stats,
+            "staleness0": staleness0(policy, out, args.temperature),
+        }
     ref, cand = (runs[name] for name in args.loops)
     a, b = ref["out"], cand["out"]
     identical = sum(x == y for x, y in zip(a.completion_ids, b.completion_ids, strict=True)) / len(a)
-    greedy_identical = sum(x == y for x, y in zip(ref["greedy"].completion_ids, cand["greedy"].completion_ids,
-                                                  strict=True)) / len(prompts)  # fmt: skip
+    greedy_identical = sum(
+        x == y for x, y in zip(ref["greedy"].completion_ids, cand["greedy"].completion_ids, strict=True)
+    ) / len(prompts)
     gap = 0.0
-    for x, y, lx, ly in zip(a.completion_ids, b.completion_ids, a.behaviour_logps, b.behaviour_logps, strict=True):
+    for x, y, lx, ly in zip(
+        a.completion_ids, b.completion_ids, a.behaviour_logps, b.behaviour_logps, strict=True
+    ):
         same = next((i for i, (s, t) in enumerate(zip(x, y, strict=False)) if s != t), min(len(x), len(y)))
         if same:
             gap = max(gap, float((torch.tensor(lx[:same]) - torch.tensor(ly[:same])).abs().max()))
     exact = args.dtype == "fp32"
     checks = {
-        "identical_sampled": (identical, identical == 1.0 if exact else identical >= MIN_IDENTICAL_SAMPLED_BF16),
-        "identical_greedy": (greedy_identical,
-                             greedy_identical == 1.0 if exact else greedy_identical >= MIN_IDENTICAL_GREEDY_BF16),
+        "identical_sampled": (
+            identical,
+            identical == 1.0 if exact else identical >= MIN_IDENTICAL_SAMPLED_BF16,
+        ),
+        "identical_greedy": (
+            greedy_identical,
+            greedy_identical == 1.0 if exact else greedy_identical >= MIN_IDENTICAL_GREEDY_BF16,
+        ),
         "max_logp_gap_on_shared_tokens": (gap, gap < 1e-4 if exact else True),  # bf16: reported only
     }
     r0, c0 = ref["staleness0"], cand["staleness0"]
-    checks["candidate_approx_kl_vs_reference"] = (c0["approx_kl"], c0["approx_kl"] <= 1.5 * r0["approx_kl"] + 1e-3)
-    checks["candidate_clip_fraction_at_c2"] = (c0["clip_fraction"], c0["clip_fraction"] <= max(r0["clip_fraction"], 1e-3))
+    checks["candidate_approx_kl_vs_reference"] = (
+        c0["approx_kl"],
+        c0["approx_kl"] <= 1.5 * r0["approx_kl"] + 1e-3,
+    )
+    checks["candidate_clip_fraction_at_c2"] = (
+        c0["clip_fraction"],
+        c0["clip_fraction"] <= max(r0["clip_fraction"], 1e-3),
+    )
     checks["candidate_ess_vs_reference"] = (c0["ess"], c0["ess"] >= r0["ess"] - 0.01)
-    print(f"{'loop':>12} {'seconds':>8} {'step ms':>8} {'w mean':>7} {'w max':>7} {'ESS':>6} {'approx KL':>9} {'clip':>6}")
+    print(
+        f"{'loop':>12} {'seconds':>8} {'step ms':>8} {'w mean':>7} {'w max':>7} {'ESS':>6} {'approx KL':>9} {'clip':>6}"
+    )
     for name in args.loops:
         r, s0 = runs[name], runs[name]["staleness0"]
-        print(f"{name:>12} {r['seconds']:>8.2f} {r['stats'].get('decode_ms_per_step', 0):>8.2f} {s0['w_mean']:>7.4f} "
-              f"{s0['w_max']:>7.3f} {s0['ess']:>6.3f} {s0['approx_kl']:>9.5f} {s0['clip_fraction']:>6.3f}")
+        print(
+            f"{name:>12} {r['seconds']:>8.2f} {r['stats'].get('decode_ms_per_step', 0):>8.2f} {s0['w_mean']:>7.4f} "
+            f"{s0['w_max']:>7.3f} {s0['ess']:>6.3f} {s0['approx_kl']:>9.5f} {s0['clip_fraction']:>6.3f}"
+        )
     failed = [k for k, (_, ok) in checks.items() if not ok]
     for key, (value, ok) in checks.items():
         print(f"{'ok  ' if ok else 'FAIL'} {key} = {value:.6g}")
-    save({"machine": machine(), "settings": vars(args), "checks": {k: {"value": v, "ok": ok} for k, (v, ok) in checks.items()},
-          "runs": {n: {"seconds": r["seconds"], "stats": r["stats"], "staleness0": r["staleness0"]} for n, r in runs.items()}},
-         args.out, "decode_check.json")  # fmt: skip
+    save(
+        {
+            "machine": machine(),
+            "settings": vars(args),
+            "checks": {k: {"value": v, "ok": ok} for k, (v, ok) in checks.items()},
+            "runs": {
+                n: {"seconds": r["seconds"], "stats": r["stats"], "staleness0": r["staleness0"]}
+                for n, r in runs.items()
+            },
+        },
+        args.out,
+        "decode_check.json",
+    )
     return 1 if failed else 0
 
 

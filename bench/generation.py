@@ -27,7 +27,9 @@ from rapid_core.tasks import load_task  # noqa: E402
 def flops_per_token(model) -> float:
     """2 x (decoder parameters + output layer): every generated token goes through each once."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    n = sum(p.numel() for name, p in base.named_parameters() if "lora_" not in name and "embed_tokens" not in name)
+    n = sum(
+        p.numel() for name, p in base.named_parameters() if "lora_" not in name and "embed_tokens" not in name
+    )
     n += base.lm_head.weight.numel() if base.config.tie_word_embeddings else 0
     return 2.0 * n
 
@@ -41,8 +43,15 @@ def timed(fn, device) -> float:
 
 
 def make_fixed_length_engine(args, dtype: str, decode: str):
-    cfg = make_config(model=args.model, dtype=dtype, device=args.device, finetune=args.finetune,
-                      eval_problems=0, rounds=1, decode=decode)
+    cfg = make_config(
+        model=args.model,
+        dtype=dtype,
+        device=args.device,
+        finetune=args.finetune,
+        eval_problems=0,
+        rounds=1,
+        decode=decode,
+    )
     engine = make_engine(cfg, load_policy(cfg))
     engine.eos_ids = engine.eos_ids[:0]  # decode exactly --new-tokens tokens per row
     return engine
@@ -62,11 +71,20 @@ def engine_row(args, engine, batch: int, prompts: list[list[int]]) -> dict[str, 
         if best is None or seconds < best[0]:
             best = (seconds, stats)
     seconds, stats = best
-    return {"impl": f"hf engine ({engine.decode_option})", "decode": engine.decode_option,
-            "dtype": str(policy.dtype).removeprefix("torch."), "finetune": args.finetune, "batch": batch,
-            "new_tokens": args.new_tokens, "seconds": seconds, "tokens_per_s": batch * args.new_tokens / seconds,
-            "step_ms": stats.get("decode_ms_per_step"), "prefill_s": stats.get("prefill_s"),
-            "gen_peak_mem_gb": stats.get("gen_peak_mem_gb"), "flops_per_token": flops_per_token(policy.model)}
+    return {
+        "impl": f"hf engine ({engine.decode_option})",
+        "decode": engine.decode_option,
+        "dtype": str(policy.dtype).removeprefix("torch."),
+        "finetune": args.finetune,
+        "batch": batch,
+        "new_tokens": args.new_tokens,
+        "seconds": seconds,
+        "tokens_per_s": batch * args.new_tokens / seconds,
+        "step_ms": stats.get("decode_ms_per_step"),
+        "prefill_s": stats.get("prefill_s"),
+        "gen_peak_mem_gb": stats.get("gen_peak_mem_gb"),
+        "flops_per_token": flops_per_token(policy.model),
+    }
 
 
 def plain_generate_row(args, batch: int, prompts: list[list[int]], dtype: torch.dtype) -> dict[str, Any]:
@@ -82,19 +100,37 @@ def plain_generate_row(args, batch: int, prompts: list[list[int]], dtype: torch.
     rows = [prompts[i % len(prompts)] for i in range(batch)]
     width = max(len(r) for r in rows)
     ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows], device=device)
-    mask = (torch.arange(width, device=device)[None, :] >= torch.tensor([width - len(r) for r in rows],
-                                                                       device=device)[:, None]).long()
-    kwargs = dict(attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=args.new_tokens,
-                  min_new_tokens=args.new_tokens, pad_token_id=tok.pad_token_id)
+    mask = (
+        torch.arange(width, device=device)[None, :]
+        >= torch.tensor([width - len(r) for r in rows], device=device)[:, None]
+    ).long()
+    kwargs = dict(
+        attention_mask=mask,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=args.new_tokens,
+        min_new_tokens=args.new_tokens,
+        pad_token_id=tok.pad_token_id,
+    )
     with torch.no_grad():
-        model.generate(ids[:2], attention_mask=mask[:2], do_sample=True, max_new_tokens=2,
-                       pad_token_id=tok.pad_token_id)
+        model.generate(
+            ids[:2], attention_mask=mask[:2], do_sample=True, max_new_tokens=2, pad_token_id=tok.pad_token_id
+        )
         seconds = min(timed(lambda: model.generate(ids, **kwargs), device) for _ in range(args.repeats))
     name, flops = str(dtype).removeprefix("torch."), flops_per_token(model)
-    return {"impl": f"transformers generate ({name})", "decode": "generate", "dtype": name, "finetune": "none",
-            "batch": batch, "new_tokens": args.new_tokens, "seconds": seconds,
-            "tokens_per_s": batch * args.new_tokens / seconds, "step_ms": 1e3 * seconds / args.new_tokens,
-            "flops_per_token": flops}
+    return {
+        "impl": f"transformers generate ({name})",
+        "decode": "generate",
+        "dtype": name,
+        "finetune": "none",
+        "batch": batch,
+        "new_tokens": args.new_tokens,
+        "seconds": seconds,
+        "tokens_per_s": batch * args.new_tokens / seconds,
+        "step_ms": 1e3 * seconds / args.new_tokens,
+        "flops_per_token": flops,
+    }
 
 
 def main() -> None:
@@ -104,12 +140,22 @@ def main() -> None:
     p.add_argument("--finetune", default="lora", choices=["lora", "full"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 128])
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    p.add_argument("--decodes", nargs="+", default=["dynamic"], choices=["dynamic", "static", "compiled", "cuda_graph"],
-                   help="hf engine decode loops to measure")
+    p.add_argument(
+        "--decodes",
+        nargs="+",
+        default=["dynamic"],
+        choices=["dynamic", "static", "compiled", "cuda_graph"],
+        help="hf engine decode loops to measure",
+    )
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--reference-batches", type=int, nargs="+", default=[64],
-                   help="batches of the plain float32 generate reference")
+    p.add_argument(
+        "--reference-batches",
+        type=int,
+        nargs="+",
+        default=[64],
+        help="batches of the plain float32 generate reference",
+    )
     p.add_argument("--reference-dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     args = p.parse_args()
     apply_threads(args.threads)
@@ -122,9 +168,16 @@ def main() -> None:
     tok = load_tokenizer(resolve_model(args.model))
     prompts = [prompt_token_ids(tok, r["messages"]) for r in task.train[:64]]
 
-    rates = {dt: matmul_rate(device, getattr(torch, name)) for dt, name in (("fp32", "float32"), ("bf16", "bfloat16"))}
+    rates = {
+        dt: matmul_rate(device, getattr(torch, name))
+        for dt, name in (("fp32", "float32"), ("bf16", "bfloat16"))
+    }
     names = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    rows = [plain_generate_row(args, b, prompts, names[d]) for d in args.reference_dtypes for b in args.reference_batches]
+    rows = [
+        plain_generate_row(args, b, prompts, names[d])
+        for d in args.reference_dtypes
+        for b in args.reference_batches
+    ]
     for r in rows:
         print(r, flush=True)
     for dtype in args.dtypes:
@@ -134,7 +187,9 @@ def main() -> None:
                 rows.append(engine_row(args, engine, batch, prompts))
                 print(rows[-1], flush=True)
             del engine
-    plain = {r["batch"]: r["tokens_per_s"] for r in rows if r["decode"] == "generate" and r["dtype"] == "float32"}
+    plain = {
+        r["batch"]: r["tokens_per_s"] for r in rows if r["decode"] == "generate" and r["dtype"] == "float32"
+    }
     ref = rows[0]["tokens_per_s"]
     for r in rows:
         rate = rates["bf16" if r["dtype"] == "bfloat16" else "fp32"]
@@ -144,17 +199,26 @@ def main() -> None:
         r["x_plain_fp32_generate"] = r["tokens_per_s"] / ref
         if r["batch"] in plain:
             r["x_plain_fp32_generate_same_batch"] = r["tokens_per_s"] / plain[r["batch"]]
-    print(f"matmul rate (2048^3): fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s; "
-          f"plain reference: fp32 generate at batch {rows[0]['batch']}")
-    print(f"{'impl':>32} {'dtype':>9} {'batch':>5} {'tok/s':>9} {'x plain':>7} {'x same-b':>8} {'step ms':>8} "
-          f"{'limit ms':>8} {'of limit':>8}")
+    print(
+        f"matmul rate (2048^3): fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s; "
+        f"plain reference: fp32 generate at batch {rows[0]['batch']}"
+    )
+    print(
+        f"{'impl':>32} {'dtype':>9} {'batch':>5} {'tok/s':>9} {'x plain':>7} {'x same-b':>8} {'step ms':>8} "
+        f"{'limit ms':>8} {'of limit':>8}"
+    )
     for r in rows:
         same = r.get("x_plain_fp32_generate_same_batch")
-        print(f"{r['impl']:>32} {r['dtype']:>9} {r['batch']:>5} {r['tokens_per_s']:>9.0f} "
-              f"{r['x_plain_fp32_generate']:>7.2f} {same if same is None else round(same, 2)!s:>8} "
-              f"{(r['step_ms'] or 0):>8.2f} {r['limit_step_ms']:>8.3f} {r['share_of_limit']:>8.1%}")
-    save({"machine": machine(), "settings": vars(args), "matmul_gflops": rates, "rows": rows},
-         args.out, "generation.json")
+        print(
+            f"{r['impl']:>32} {r['dtype']:>9} {r['batch']:>5} {r['tokens_per_s']:>9.0f} "
+            f"{r['x_plain_fp32_generate']:>7.2f} {same if same is None else round(same, 2)!s:>8} "
+            f"{(r['step_ms'] or 0):>8.2f} {r['limit_step_ms']:>8.3f} {r['share_of_limit']:>8.1%}"
+        )
+    save(
+        {"machine": machine(), "settings": vars(args), "matmul_gflops": rates, "rows": rows},
+        args.out,
+        "generation.json",
+    )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,21 @@ def build_random_smollm2(dest: Path) -> str:
     from rapid_core.models import ensure_tiny_model
 
     tok = AutoTokenizer.from_pretrained(ensure_tiny_model())
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                      rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
-                      pad_token_id=2, rms_norm_eps=1e-5)
+    cfg = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        rms_norm_eps=1e-5,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(dest)
     tok.save_pretrained(dest)
@@ -54,8 +65,16 @@ def generation_table(model_dir: str, batches: list[int], new_tokens: int) -> lis
         out = engine.generate([prompt], b, Sampling(1.0, new_tokens))
         sync()
         dt = time.perf_counter() - t
-        rows.append({"batch": b, "new_tokens": new_tokens, "seconds": dt, "tokens": out.generated_tokens,
-                     "tokens_per_s": out.generated_tokens / dt, "ms_per_step": 1000 * dt / new_tokens})
+        rows.append(
+            {
+                "batch": b,
+                "new_tokens": new_tokens,
+                "seconds": dt,
+                "tokens": out.generated_tokens,
+                "tokens_per_s": out.generated_tokens / dt,
+                "ms_per_step": 1000 * dt / new_tokens,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -65,9 +84,18 @@ def compare(model_dir: str, total: int, out_root: Path) -> list[dict]:
     from rapid_core.trainer import train
 
     rows = []
-    common = dict(model=model_dir, group_size=8, mini_batch_size=64, max_new_tokens=64, eval_problems=0,
-                  dtype="bf16", max_samples=total, rounds=None, temperature=1.0,
-                  gen_micro_batch=512 if torch.cuda.is_available() else 64)
+    common = dict(
+        model=model_dir,
+        group_size=8,
+        mini_batch_size=64,
+        max_new_tokens=64,
+        eval_problems=0,
+        dtype="bf16",
+        max_samples=total,
+        rounds=None,
+        temperature=1.0,
+        gen_micro_batch=512 if torch.cuda.is_available() else 64,
+    )
     for algo, extra in (("rapid", {"prompts_per_round": 64}), ("grpo", {}), ("pg", {})):
         out = out_root / algo
         t = time.perf_counter()
@@ -77,21 +105,34 @@ def compare(model_dir: str, total: int, out_root: Path) -> list[dict]:
         rounds = [r for r in rounds if r["kind"] == "round"]
         split = {k: sum(r[k] for r in rounds) for k in ("gen_s", "reward_s", "train_s", "round_s")}
         gen_tokens = sum(r["gen_tokens_per_s"] * r["gen_s"] for r in rounds)
-        rows.append({"algorithm": algo, "samples": summary["samples"], "rounds": summary["rounds"],
-                     "steps": summary["steps"], "wall_s": wall, **split,
-                     "gen_tokens_per_s": gen_tokens / max(split["gen_s"], 1e-9),
-                     "samples_per_s": summary["samples"] / split["round_s"]})
+        rows.append(
+            {
+                "algorithm": algo,
+                "samples": summary["samples"],
+                "rounds": summary["rounds"],
+                "steps": summary["steps"],
+                "wall_s": wall,
+                **split,
+                "gen_tokens_per_s": gen_tokens / max(split["gen_s"], 1e-9),
+                "samples_per_s": summary["samples"] / split["round_s"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     base = next(r for r in rows if r["algorithm"] == "grpo")
     for r in rows:
         r["wall_vs_grpo"] = r["round_s"] / base["round_s"]
-        print(f"{r['algorithm']:6s} round time {r['round_s']:7.1f} s  gen {r['gen_s']:6.1f}  "
-              f"train {r['train_s']:6.1f}  x{r['wall_vs_grpo']:.2f} vs grpo", flush=True)
+        print(
+            f"{r['algorithm']:6s} round time {r['round_s']:7.1f} s  gen {r['gen_s']:6.1f}  "
+            f"train {r['train_s']:6.1f}  x{r['wall_vs_grpo']:.2f} vs grpo",
+            flush=True,
+        )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("gpu_smoke.json"))
     parser.add_argument("--total-samples", type=int, default=1024)
     parser.add_argument("--batches", default="64,256,1024")
@@ -102,7 +143,9 @@ def main() -> None:
     print(device, torch.__version__, flush=True)
     model_dir = build_random_smollm2(work / "smollm2-shape")
     result = {"device": device, "torch": torch.__version__}
-    result["generation"] = generation_table(model_dir, [int(b) for b in args.batches.split(",")], args.new_tokens)
+    result["generation"] = generation_table(
+        model_dir, [int(b) for b in args.batches.split(",")], args.new_tokens
+    )
     result["compare"] = compare(model_dir, args.total_samples, work / "runs")
     args.out.write_text(json.dumps(result, indent=2))
 

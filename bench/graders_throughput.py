@@ -33,8 +33,10 @@ def main() -> None:
     rows = load_dataset("mbpp", "test", limit=args.limit)
     outputs = [f"```python\n{r['solution']}\n```" for r in rows]
     empty = [run_python("pass").seconds for _ in range(20)]
-    print(f"backend={info.backend} cpus={os.cpu_count()} records={len(rows)} "
-          f"empty-program round trip p50={sorted(empty)[10] * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"backend={info.backend} cpus={os.cpu_count()} records={len(rows)} "
+        f"empty-program round trip p50={sorted(empty)[10] * 1000:.0f} ms"
+    )
     print(f"{'workers':>7} {'programs/s':>10} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7}  statuses")
     for workers in args.workers:
         pool = SandboxPool(workers)

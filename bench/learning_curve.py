@@ -33,7 +33,10 @@ class Curve(Callback):
 
     def on_round(self, metrics):
         m = metrics.to_dict()
-        row = {k: m.get(k) for k in ("round", "reward_mean", "truncated_share", "completion_len_mean", "gen_s", "train_s")}
+        row = {
+            k: m.get(k)
+            for k in ("round", "reward_mean", "truncated_share", "completion_len_mean", "gen_s", "train_s")
+        }
         row["example"] = str(m.get("example"))[:160]
         if (m["round"] + 1) % self.every == 0:
             self._eval(row)
@@ -44,8 +47,15 @@ class Curve(Callback):
         t = self.trainer
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
-            ev = evaluate(t.engine, t.state.policy.tokenizer, t.grader, t.task.eval[: self.problems], k=1,
-                          temperature=t.cfg.temperature, max_new_tokens=t.cfg.max_new_tokens)  # fmt: skip
+            ev = evaluate(
+                t.engine,
+                t.state.policy.tokenizer,
+                t.grader,
+                t.task.eval[: self.problems],
+                k=1,
+                temperature=t.cfg.temperature,
+                max_new_tokens=t.cfg.max_new_tokens,
+            )
         self.off_clock += time.perf_counter() - started
         self._write({**row, "pass@1": ev.pass_at_1})
 
@@ -66,9 +76,18 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     sets = {k.strip(): yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
-    base = {"rounds": 12, "prompts_per_round": 16, "group_size": 8, "mini_batch_size": 32, "max_new_tokens": 16,
-            "temperature": 0.7, "learning_rate": 3e-4, "eval_problems": 0, "torch_threads": 1,
-            "checkpoint_every": 10_000}  # fmt: skip
+    base = {
+        "rounds": 12,
+        "prompts_per_round": 16,
+        "group_size": 8,
+        "mini_batch_size": 32,
+        "max_new_tokens": 16,
+        "temperature": 0.7,
+        "learning_rate": 3e-4,
+        "eval_problems": 0,
+        "torch_threads": 1,
+        "checkpoint_every": 10_000,
+    }
     cfg = make_config(model="smollm2-135m-instruct", task="arithmetic", seed=args.seed, **{**base, **sets})
     args.out.mkdir(parents=True, exist_ok=True)
     curve = Curve(args.every, args.eval_problems, args.out / "curve.jsonl")

@@ -17,9 +17,18 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 def smollm2_135m_config(tok) -> LlamaConfig:
     shape = dict(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     if "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters:
         shape["rope_parameters"] = {"rope_type": "default", "rope_theta": 100000.0}

@@ -34,7 +34,9 @@ def curves(result: dict, out: Path) -> Path:
     target = result.get("tta_target_pass@1")
     if target is not None:
         ax_a.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
-    ax_r.set(xlabel="training wall time (s)", ylabel="train reward (mean per round)", title="reward vs wall time")
+    ax_r.set(
+        xlabel="training wall time (s)", ylabel="train reward (mean per round)", title="reward vs wall time"
+    )
     ax_a.set(xlabel="training wall time (s)", ylabel="held-out greedy pass@1", title="accuracy vs wall time")
     for ax in (ax_r, ax_a):
         ax.grid(alpha=0.3)
@@ -56,11 +58,18 @@ def split_bars(result: dict, out: Path) -> Path:
         ax.bar(names, vals, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     if result.get("trl"):  # TRL's time is not split: per-sample time x the same number of samples
-        ax.bar(["TRL GRPOTrainer"], [result["trl"]["per_sample_s"] * rows[0]["samples"]], color="grey",
-               label="TRL total (per-sample s x samples)")
+        ax.bar(
+            ["TRL GRPOTrainer"],
+            [result["trl"]["per_sample_s"] * rows[0]["samples"]],
+            color="grey",
+            label="TRL total (per-sample s x samples)",
+        )
     machine = result.get("machine", {})
-    ax.set(ylabel="wall time (s)", title=f"time split, {rows[0]['samples']} samples each "
-                                         f"(load {machine.get('load_avg_1_5_15', ['?'])[0]})")
+    ax.set(
+        ylabel="wall time (s)",
+        title=f"time split, {rows[0]['samples']} samples each "
+        f"(load {machine.get('load_avg_1_5_15', ['?'])[0]})",
+    )
     ax.legend()
     fig.tight_layout()
     path = out / "compare_split.png"

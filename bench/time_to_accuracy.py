@@ -50,7 +50,10 @@ def setting_values(setting: str, args) -> dict[str, Any]:
     if algorithm == "rapid" and ratio == "auto":
         values |= {"batch_ratio_control": "auto", "prompts_per_round": args.start_u * m // g}
     elif algorithm == "rapid":
-        values |= {"batch_ratio_control": "fixed", "prompts_per_round": int(ratio.removeprefix("U=")) * m // g}
+        values |= {
+            "batch_ratio_control": "fixed",
+            "prompts_per_round": int(ratio.removeprefix("U=")) * m // g,
+        }
     return values
 
 
@@ -78,7 +81,9 @@ class EveryClock(Clock):
         self.cpu_off += time.process_time() - started
 
     def on_round(self, metrics):
-        record = {k: v for k, v in metrics.to_dict().items() if k not in ("example", "grader_status", "engine")}
+        record = {
+            k: v for k, v in metrics.to_dict().items() if k not in ("example", "grader_status", "engine")
+        }
         self.cpu = self.cpu_s()
         self.rounds.append({**record, "wall_s": self.wall(), "cpu_s": self.cpu})
         if metrics.samples >= self.next_at or metrics.samples >= self.total:
@@ -90,11 +95,24 @@ class EveryClock(Clock):
 def run_one(setting: str, seed: int, args) -> dict[str, Any]:
     out = Path(args.runs_dir) / "scratch" / f"{setting.replace(':', '_').replace('=', '')}-s{seed}"
     cfg = make_config(
-        model=args.model, task=args.task, group_size=args.group_size, mini_batch_size=args.mini_batch,
-        learning_rate=args.lr, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-        max_samples=args.total_samples, rounds=None, gen_micro_batch=args.gen_micro_batch,
-        eval_problems=args.eval_problems, eval_k=1, eval_before=False, checkpoint_every=10_000,
-        keep_checkpoints=1, seed=seed, torch_threads=args.threads or 0, **setting_values(setting, args),
+        model=args.model,
+        task=args.task,
+        group_size=args.group_size,
+        mini_batch_size=args.mini_batch,
+        learning_rate=args.lr,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        max_samples=args.total_samples,
+        rounds=None,
+        gen_micro_batch=args.gen_micro_batch,
+        eval_problems=args.eval_problems,
+        eval_k=1,
+        eval_before=False,
+        checkpoint_every=10_000,
+        keep_checkpoints=1,
+        seed=seed,
+        torch_threads=args.threads or 0,
+        **setting_values(setting, args),
     )
     clock = EveryClock(args.tta_problems, args.eval_every, args.total_samples)
     trainer = Trainer(cfg, RunPaths(output_dir=out), callbacks=[clock])
@@ -104,13 +122,34 @@ def run_one(setting: str, seed: int, args) -> dict[str, Any]:
     split = {k: sum(r[k] for r in clock.rounds) for k in ("gen_s", "reward_s", "train_s")}
     wall = clock.end - clock.start - clock.off_clock
     return {
-        "setting": setting, "seed": seed, "samples": summary["samples"], "steps": summary["steps"],
-        "rounds": len(clock.rounds), "wall_s": wall, "cpu_s": clock.cpu, **split, "other_s": wall - sum(split.values()),
+        "setting": setting,
+        "seed": seed,
+        "samples": summary["samples"],
+        "steps": summary["steps"],
+        "rounds": len(clock.rounds),
+        "wall_s": wall,
+        "cpu_s": clock.cpu,
+        **split,
+        "other_s": wall - sum(split.values()),
         "pass@1_after": summary["eval_after"]["pass@1"] if summary["eval_after"] else None,
         "subset_curve": clock.tta,
-        "rounds_detail": [{k: r[k] for k in ("samples", "wall_s", "batch_ratio", "batch_decision", "gen_s",
-                                              "train_s", "accuracy")} for r in clock.rounds],
-        "load_avg_start": load, "load_avg_end": load_average(),
+        "rounds_detail": [
+            {
+                k: r[k]
+                for k in (
+                    "samples",
+                    "wall_s",
+                    "batch_ratio",
+                    "batch_decision",
+                    "gen_s",
+                    "train_s",
+                    "accuracy",
+                )
+            }
+            for r in clock.rounds
+        ],
+        "load_avg_start": load,
+        "load_avg_end": load_average(),
     }
 
 
@@ -133,14 +172,18 @@ def summarise(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any
     grpo_target = statistics.fmean(grpo_final) if grpo_final else None
     table: dict[str, Any] = {}
     for name, rs in by.items():
-        row = {k: spread([r.get(k) for r in rs]) for k in ("wall_s", "cpu_s", "gen_s", "reward_s", "train_s",
-                                                           "other_s", "pass@1_after", "samples")}
+        row = {
+            k: spread([r.get(k) for r in rs])
+            for k in ("wall_s", "cpu_s", "gen_s", "reward_s", "train_s", "other_s", "pass@1_after", "samples")
+        }
         row["subset_final"] = spread([r["subset_curve"][-1]["pass@1"] for r in rs])
         if target is not None:
             row["time_to_target_s"] = spread([time_to(r["subset_curve"], target) for r in rs])
         if grpo_target is not None:
             row["time_to_grpo_final_s"] = spread([time_to(r["subset_curve"], grpo_target) for r in rs])
-            row["cpu_to_grpo_final_s"] = spread([time_to(r["subset_curve"], grpo_target, "cpu_s") for r in rs])
+            row["cpu_to_grpo_final_s"] = spread(
+                [time_to(r["subset_curve"], grpo_target, "cpu_s") for r in rs]
+            )
         row["seeds"] = sorted(r["seed"] for r in rs)
         row["batch_ratios"] = {r["seed"]: [d["batch_ratio"] for d in r["rounds_detail"]] for r in rs}
         table[name] = row
@@ -157,16 +200,20 @@ def fmt(s: dict[str, Any], digits: int = 1) -> str:
 def print_table(summary: dict[str, Any]) -> None:
     t, g = summary["target"], summary["grpo_final_subset_mean"]
     g_text = "-" if g is None else f"{g:.3f}"
-    print(f"| setting | seeds | wall s | CPU s | gen s | train s | pass@1 after | subset final | to {t} s | "
-          f"to grpo {g_text} s | CPU s to grpo {g_text} |")
+    print(
+        f"| setting | seeds | wall s | CPU s | gen s | train s | pass@1 after | subset final | to {t} s | "
+        f"to grpo {g_text} s | CPU s to grpo {g_text} |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in summary["settings"].items():
         to_t = fmt(r["time_to_target_s"]) if "time_to_target_s" in r else "-"
         to_g = fmt(r["time_to_grpo_final_s"]) if "time_to_grpo_final_s" in r else "-"
         cpu_g = fmt(r["cpu_to_grpo_final_s"]) if "cpu_to_grpo_final_s" in r else "-"
-        print(f"| {name} | {len(r['seeds'])} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {fmt(r['gen_s'])} | "
-              f"{fmt(r['train_s'])} | {fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | {to_g} | "
-              f"{cpu_g} |")
+        print(
+            f"| {name} | {len(r['seeds'])} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {fmt(r['gen_s'])} | "
+            f"{fmt(r['train_s'])} | {fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | {to_g} | "
+            f"{cpu_g} |"
+        )
 
 
 def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
@@ -186,8 +233,11 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Non
         if value is not None:
             ax.axhline(value, color="grey", linestyle="--", linewidth=1)
             ax.annotate(label, (0, value), fontsize=8, color="grey")
-    ax.set(xlabel="training wall time (s, evaluations excluded)", ylabel="held-out greedy pass@1 (subset)",
-           title="held-out accuracy vs wall time, mean over seeds")
+    ax.set(
+        xlabel="training wall time (s, evaluations excluded)",
+        ylabel="held-out greedy pass@1 (subset)",
+        title="held-out accuracy vs wall time, mean over seeds",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -249,18 +299,26 @@ def main() -> None:
         log = runs_dir / f"{run_file(setting, seed).stem}.log"
         with log.open("w") as f:
             rc = subprocess.call(child_command(setting, seed, args), stdout=f, stderr=subprocess.STDOUT)
-        print(f"{setting} seed {seed}: rc {rc}, {time.perf_counter() - started:.0f} s, load {load_average()}",
-              flush=True)
+        print(
+            f"{setting} seed {seed}: rc {rc}, {time.perf_counter() - started:.0f} s, load {load_average()}",
+            flush=True,
+        )
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(launch, todo))
-    runs = [json.loads(run_file(s, seed).read_text()) for s in args.settings for seed in args.seeds
-            if run_file(s, seed).is_file()]
+    runs = [
+        json.loads(run_file(s, seed).read_text())
+        for s in args.settings
+        for seed in args.seeds
+        if run_file(s, seed).is_file()
+    ]
     summary = summarise(runs, args.target)
     print_table(summary)
     settings = {k: v for k, v in vars(args).items() if k not in ("run", "run_seed")}
     result = {"machine": machine(), "settings": settings, "summary": summary, "runs": runs}
-    save(result, args.out or str(ROOT / "bench" / "results" / "time_to_accuracy.json"), "time_to_accuracy.json")
+    save(
+        result, args.out or str(ROOT / "bench" / "results" / "time_to_accuracy.json"), "time_to_accuracy.json"
+    )
     plot(runs, summary, Path(args.plot))
     print(f"plot: {args.plot}")
 

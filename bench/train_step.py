@@ -59,30 +59,58 @@ def main() -> None:
     p.add_argument("--mini-batches", type=int, nargs="+", default=[8, 32])
     p.add_argument("--lengths", type=int, nargs="+", default=[16, 64], help="completion tokens per row")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--groups", type=int, nargs="+", default=[1, 8],
-                   help="rows per distinct prompt in a mini-batch (1: all distinct; G: whole groups, as grpo)")
+    p.add_argument(
+        "--groups",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="rows per distinct prompt in a mini-batch (1: all distinct; G: whole groups, as grpo)",
+    )
     args = p.parse_args()
     apply_threads(args.threads)
     rows: list[dict[str, Any]] = []
     for finetune in args.finetune:
-        cfg = make_config(model=args.model, dtype=args.dtype, device=args.device, finetune=finetune,
-                          eval_problems=0, rounds=1)
+        cfg = make_config(
+            model=args.model,
+            dtype=args.dtype,
+            device=args.device,
+            finetune=finetune,
+            eval_problems=0,
+            rounds=1,
+        )
         policy = load_policy(cfg)
-        prompts = [prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg, RunPaths()).train[:256]]
+        prompts = [
+            prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg, RunPaths()).train[:256]
+        ]
         prompt_len = statistics.mean(len(x) for x in prompts)
         for m, length, group in itertools.product(args.mini_batches, args.lengths, args.groups):
             t = step_times(policy, prompts, m, length, args.repeats, group)
             med = statistics.median(t)
-            rows.append({"finetune": finetune, "dtype": str(policy.dtype).removeprefix("torch."),
-                         "device": str(pick_device(args.device)), "mini_batch": m, "completion_len": length, "rows_per_prompt": group,
-                         "prompt_len_mean": prompt_len, "step_s": med, "step_s_all": t,
-                         "samples_per_s": m / med, "tokens_per_s": m * (prompt_len + length) / med})
+            rows.append(
+                {
+                    "finetune": finetune,
+                    "dtype": str(policy.dtype).removeprefix("torch."),
+                    "device": str(pick_device(args.device)),
+                    "mini_batch": m,
+                    "completion_len": length,
+                    "rows_per_prompt": group,
+                    "prompt_len_mean": prompt_len,
+                    "step_s": med,
+                    "step_s_all": t,
+                    "samples_per_s": m / med,
+                    "tokens_per_s": m * (prompt_len + length) / med,
+                }
+            )
             print(rows[-1], flush=True)
         del policy
-    print(f"{'finetune':>8} {'dtype':>9} {'m':>4} {'len':>4} {'G':>3} {'step s':>8} {'samples/s':>9} {'tokens/s':>9}")
+    print(
+        f"{'finetune':>8} {'dtype':>9} {'m':>4} {'len':>4} {'G':>3} {'step s':>8} {'samples/s':>9} {'tokens/s':>9}"
+    )
     for r in rows:
-        print(f"{r['finetune']:>8} {r['dtype']:>9} {r['mini_batch']:>4} {r['completion_len']:>4} "
-              f"{r['rows_per_prompt']:>3} {r['step_s']:>8.2f} {r['samples_per_s']:>9.1f} {r['tokens_per_s']:>9.0f}")
+        print(
+            f"{r['finetune']:>8} {r['dtype']:>9} {r['mini_batch']:>4} {r['completion_len']:>4} "
+            f"{r['rows_per_prompt']:>3} {r['step_s']:>8.2f} {r['samples_per_s']:>9.1f} {r['tokens_per_s']:>9.0f}"
+        )
     save({"machine": machine(), "settings": vars(args), "rows": rows}, args.out, "train_step.json")
 
 

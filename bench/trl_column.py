@@ -40,14 +40,18 @@ def trl_per_sample(args) -> dict[str, Any]:
     tokenizer = load_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(dense_dir(source), dtype=torch.float32)
     n_prompts = (args.trl_steps * args.mini_batch) // args.group_size
-    data = Dataset.from_list([{"prompt": r["messages"], "idx": i} for i, r in enumerate(task.train[:n_prompts])])
+    data = Dataset.from_list(
+        [{"prompt": r["messages"], "idx": i} for i, r in enumerate(task.train[:n_prompts])]
+    )
 
     def reward(completions, idx, **_):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [g.score for g in grader.grade_batch([task.train[i] for i in idx], texts)]
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
-    bf16 = args.dtype == "bf16" or (args.dtype == "auto" and bf16_supported(torch.device("cuda" if cuda else "cpu")))
+    bf16 = args.dtype == "bf16" or (
+        args.dtype == "auto" and bf16_supported(torch.device("cuda" if cuda else "cpu"))
+    )
 
     class StepTimes(TrainerCallback):
         def __init__(self):
@@ -62,15 +66,36 @@ def trl_per_sample(args) -> dict[str, Any]:
     timer = StepTimes()
     with tempfile.TemporaryDirectory() as out:
         config = GRPOConfig(
-            output_dir=out, per_device_train_batch_size=args.mini_batch, num_generations=args.group_size,
-            max_completion_length=args.max_new_tokens, temperature=args.temperature, top_p=1.0, top_k=0,
-            learning_rate=args.lr, max_steps=args.trl_steps, logging_steps=1, report_to=[], save_strategy="no",
-            bf16=bf16, use_cpu=not cuda, beta=0.0, seed=args.seed, dataloader_num_workers=0,
+            output_dir=out,
+            per_device_train_batch_size=args.mini_batch,
+            num_generations=args.group_size,
+            max_completion_length=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=1.0,
+            top_k=0,
+            learning_rate=args.lr,
+            max_steps=args.trl_steps,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            bf16=bf16,
+            use_cpu=not cuda,
+            beta=0.0,
+            seed=args.seed,
+            dataloader_num_workers=0,
         )
-        lora = LoraConfig(r=16, lora_alpha=32.0, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=data,
-                              processing_class=tokenizer, peft_config=lora if args.finetune == "lora" else None,
-                              callbacks=[timer])
+        lora = LoraConfig(
+            r=16, lora_alpha=32.0, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=config,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=lora if args.finetune == "lora" else None,
+            callbacks=[timer],
+        )
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
@@ -78,9 +103,14 @@ def trl_per_sample(args) -> dict[str, Any]:
     timed = steps[1:] or steps
     per_step = statistics.mean(timed)
     return {
-        "trl_version": trl.__version__, "steps": len(steps), "samples": len(steps) * args.mini_batch,
-        "step_s": steps, "wall_s": wall, "per_sample_s": per_step / args.mini_batch,
-        "first_step_s": steps[0] if steps else None, "bf16": bf16,
+        "trl_version": trl.__version__,
+        "steps": len(steps),
+        "samples": len(steps) * args.mini_batch,
+        "step_s": steps,
+        "wall_s": wall,
+        "per_sample_s": per_step / args.mini_batch,
+        "first_step_s": steps[0] if steps else None,
+        "bf16": bf16,
     }
 
 

@@ -123,7 +123,8 @@ def main() -> int:
     engine = make_engine(cfg, policy)  # the trainer's construction (Engine.from_config)
     build_s = time.perf_counter() - t0
     prompts = [
-        prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg, RunPaths()).train[: args.prompts]
+        prompt_token_ids(policy.tokenizer, r["messages"])
+        for r in load_task(cfg, RunPaths()).train[: args.prompts]
     ]
     eos = policy.model.generation_config.eos_token_id
     eos_ids = {

@@ -33,8 +33,16 @@ from tests.integration.service_harness import (  # noqa: E402  (the real-service
 )
 
 MB = 1 << 20
-HYPER = {"rounds": 2, "group_size": 4, "prompts_per_round": 4, "mini_batch_size": 8, "max_new_tokens": 16,
-         "eval_problems": 8, "eval_k": 1, "lora_r": 8}  # fmt: skip
+HYPER = {
+    "rounds": 2,
+    "group_size": 4,
+    "prompts_per_round": 4,
+    "mini_batch_size": 8,
+    "max_new_tokens": 16,
+    "eval_problems": 8,
+    "eval_k": 1,
+    "lora_r": 8,
+}
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -50,8 +58,16 @@ def tree_rss(proc: psutil.Process) -> int:
 def run(model: str, jobs: int, keep_child: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="rapid-rss-") as tmp:
         work = Path(tmp)
-        service = Service(service_env(work, database_url=f"sqlite:///{work / 'rapid.db'}", broker_dir=work / "broker",
-                                      artifacts_dir=work / "artifacts", runs_dir=work / "runs"), work)  # fmt: skip
+        service = Service(
+            service_env(
+                work,
+                database_url=f"sqlite:///{work / 'rapid.db'}",
+                broker_dir=work / "broker",
+                artifacts_dir=work / "artifacts",
+                runs_dir=work / "runs",
+            ),
+            work,
+        )
         try:
             service.start_api()
             key = service.create_key("rss")
@@ -65,8 +81,15 @@ def run(model: str, jobs: int, keep_child: bool) -> dict:
             time.sleep(3)
             rows = [{"when": "idle before the first job", "rss_mb": round(tree_rss(parent) / MB)}]
             for n in range(1, jobs + 1):
-                body = {"model": model, "training_file": file_id, "seed": n, "method": {"type": "reinforcement",
-                        "reinforcement": {"grader": GRADER, "hyperparameters": HYPER}}}  # fmt: skip
+                body = {
+                    "model": model,
+                    "training_file": file_id,
+                    "seed": n,
+                    "method": {
+                        "type": "reinforcement",
+                        "reinforcement": {"grader": GRADER, "hyperparameters": HYPER},
+                    },
+                }
                 job_id = http.post("/v1/fine_tuning/jobs", json=body).json()["id"]
                 peak, done = [0], threading.Event()
 
@@ -77,14 +100,28 @@ def run(model: str, jobs: int, keep_child: bool) -> dict:
                 sampler = threading.Thread(target=sample, daemon=True)
                 sampler.start()
                 started = time.monotonic()
-                job = wait_until(lambda j=job_id: (r := http.get(f"/v1/fine_tuning/jobs/{j}").json())["status"]
-                                 in ("succeeded", "failed", "cancelled") and r, 1800, f"job {n}", service, 1.0)  # fmt: skip
+                job = wait_until(
+                    lambda j=job_id: (
+                        (r := http.get(f"/v1/fine_tuning/jobs/{j}").json())["status"]
+                        in ("succeeded", "failed", "cancelled")
+                        and r
+                    ),
+                    1800,
+                    f"job {n}",
+                    service,
+                    1.0,
+                )
                 seconds = time.monotonic() - started
                 done.set()
                 sampler.join()
                 time.sleep(5)  # the pool replaces its child; let the tree settle
-                rows.append({"when": f"job {n} ({job['status']}, {seconds:.0f} s)", "peak_mb": round(peak[0] / MB),
-                             "rss_mb": round(tree_rss(parent) / MB)})  # fmt: skip
+                rows.append(
+                    {
+                        "when": f"job {n} ({job['status']}, {seconds:.0f} s)",
+                        "peak_mb": round(peak[0] / MB),
+                        "rss_mb": round(tree_rss(parent) / MB),
+                    }
+                )
                 print(rows[-1], file=sys.stderr)
             return {"model": model, "child_per_job": not keep_child, "rows": rows}
         finally:

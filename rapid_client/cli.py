@@ -54,10 +54,15 @@ def _json(obj: Any) -> None:
 
 def cmd_create(client: openai.OpenAI, args: argparse.Namespace) -> int:
     job = jobs.create_job(
-        client, model=args.model, training_file=args.training_file, validation_file=args.validation_file,
-        grader=parse_grader(args.grader), hyperparameters=parse_hyperparameters(args.hp, args.hyperparameters),
-        seed=args.seed, suffix=args.suffix,
-    )  # fmt: skip
+        client,
+        model=args.model,
+        training_file=args.training_file,
+        validation_file=args.validation_file,
+        grader=parse_grader(args.grader),
+        hyperparameters=parse_hyperparameters(args.hp, args.hyperparameters),
+        seed=args.seed,
+        suffix=args.suffix,
+    )
     print(job.id)
     print(
         f"created {job.id} ({job.status}): `rapid jobs follow {job.id}` shows its progress", file=sys.stderr
@@ -67,10 +72,16 @@ def cmd_create(client: openai.OpenAI, args: argparse.Namespace) -> int:
 
 def cmd_preflight(client: openai.OpenAI, args: argparse.Namespace) -> int:
     run = jobs.preflight(
-        client, model=args.model, training_file=args.training_file, grader=parse_grader(args.grader),
-        hyperparameters=parse_hyperparameters(args.hp, args.hyperparameters), seed=args.seed, prompts=args.prompts,
-        timeout_s=args.timeout, interval=args.interval,
-    )  # fmt: skip
+        client,
+        model=args.model,
+        training_file=args.training_file,
+        grader=parse_grader(args.grader),
+        hyperparameters=parse_hyperparameters(args.hp, args.hyperparameters),
+        seed=args.seed,
+        prompts=args.prompts,
+        timeout_s=args.timeout,
+        interval=args.interval,
+    )
     if args.json:
         _json(run)
     elif run["status"] == "succeeded":
@@ -98,7 +109,7 @@ def preflight_text(run: dict[str, Any]) -> str:
         f"  completions    {lengths['tokens']['mean']:.1f} tokens on average (max {lengths['tokens']['max']:.0f}); "
         f"{lengths['truncated_share']:.0%} hit max_new_tokens={lengths['max_new_tokens']}",
         f"  eta            {_seconds(eta['seconds'])} for the whole job: {eta['basis']}",
-    ]  # fmt: skip
+    ]
     lines += [f"  warning: {w}" for w in r["warnings"] if not w.startswith("Estimated time")]
     return "\n".join(lines)
 
@@ -112,8 +123,10 @@ def cmd_list(client: openai.OpenAI, args: argparse.Namespace) -> int:
     if args.json:
         _json(page.model_dump()["data"])
         return 0
-    _table([[j.id, j.status, j.model, _when(j.created_at), _when(j.finished_at)] for j in page.data],
-           ["ID", "STATUS", "MODEL", "CREATED", "FINISHED"])  # fmt: skip
+    _table(
+        [[j.id, j.status, j.model, _when(j.created_at), _when(j.finished_at)] for j in page.data],
+        ["ID", "STATUS", "MODEL", "CREATED", "FINISHED"],
+    )
     return 0
 
 
@@ -135,8 +148,11 @@ def cmd_follow(client: openai.OpenAI, args: argparse.Namespace) -> int:
     best = jobs.best_checkpoint(client, job.id)
     if best is not None:
         score = (best.metrics.model_extra or {}).get("full_valid_pass@1") if best.metrics else None
-        print(f"best checkpoint: step {best.step_number} (round {(best.model_extra or {}).get('round')}), held-out "
-              f"pass@1 {_score(score)}: `rapid jobs download {job.id} --best`", file=sys.stderr)  # fmt: skip
+        print(
+            f"best checkpoint: step {best.step_number} (round {(best.model_extra or {}).get('round')}), held-out "
+            f"pass@1 {_score(score)}: `rapid jobs download {job.id} --best`",
+            file=sys.stderr,
+        )
     if job.status != "succeeded":
         why = f": {job.error.message}" if job.error and job.error.message else ""
         print(f"job {job.id} {job.status}{why}", file=sys.stderr)
@@ -168,8 +184,17 @@ def cmd_checkpoints(client: openai.OpenAI, args: argparse.Namespace) -> int:
         extra = c.model_extra or {}
         scores = (c.metrics.model_extra or {}) if c.metrics else {}
         reward, held_out = scores.get("reward_mean"), scores.get("full_valid_pass@1")
-        rows.append([c.id, "final" if extra.get("final") else extra.get("round", "-"), c.step_number, _score(reward),
-                     _score(held_out), "best" if extra.get("best") else "", _when(c.created_at)])  # fmt: skip
+        rows.append(
+            [
+                c.id,
+                "final" if extra.get("final") else extra.get("round", "-"),
+                c.step_number,
+                _score(reward),
+                _score(held_out),
+                "best" if extra.get("best") else "",
+                _when(c.created_at),
+            ]
+        )
     _table(rows, ["ID", "ROUND", "STEP", "REWARD", "PASS@1", "BEST", "CREATED"])  # PASS@1: held-out
     return 0
 
@@ -199,8 +224,13 @@ def cmd_upload(client: openai.OpenAI, args: argparse.Namespace) -> int:
 
 def cmd_files(client: openai.OpenAI, args: argparse.Namespace) -> int:
     page = client.files.list()
-    _table([[f.id, f.filename, f.bytes, (f.model_extra or {}).get("lines", "-"), _when(f.created_at)]
-            for f in page.data], ["ID", "FILENAME", "BYTES", "RECORDS", "CREATED"])  # fmt: skip
+    _table(
+        [
+            [f.id, f.filename, f.bytes, (f.model_extra or {}).get("lines", "-"), _when(f.created_at)]
+            for f in page.data
+        ],
+        ["ID", "FILENAME", "BYTES", "RECORDS", "CREATED"],
+    )
     return 0
 
 
@@ -208,18 +238,25 @@ def cmd_files(client: openai.OpenAI, args: argparse.Namespace) -> int:
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base-url", help="server URL (default: $RAPID_BASE_URL, $OPENAI_BASE_URL, "
-                        "else http://127.0.0.1:8000/v1)")  # fmt: skip
+    parser.add_argument(
+        "--base-url",
+        help="server URL (default: $RAPID_BASE_URL, $OPENAI_BASE_URL, else http://127.0.0.1:8000/v1)",
+    )
     parser.add_argument("--api-key", help="API key (default: $RAPID_API_KEY, else $OPENAI_API_KEY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rapid", description=__doc__.split("\n\n")[0],
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="rapid",
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,files}")
 
-    jobs_parser = groups.add_parser("jobs", help="fine-tuning jobs", epilog=EPILOG,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    jobs_parser = groups.add_parser(
+        "jobs", help="fine-tuning jobs", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = jobs_parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, func, help: str, job: bool = True) -> argparse.ArgumentParser:
@@ -233,8 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     create = command("create", cmd_create, "create a reinforcement fine-tuning job", job=False)
     create.add_argument("--training-file", "-t", required=True, help="JSONL path (uploaded first) or file id")
     create.add_argument("--validation-file", "-v", help="held-out JSONL path or file id")
-    create.add_argument("--grader", "-g", required=True, help="grader: a .json / .yaml file, inline JSON, or a short form: "
-                        "numeric:{{item.answer}}, exact:REF, math:REF, python:grader.py")  # fmt: skip
+    create.add_argument(
+        "--grader",
+        "-g",
+        required=True,
+        help="grader: a .json / .yaml file, inline JSON, or a short form: "
+        "numeric:{{item.answer}}, exact:REF, math:REF, python:grader.py",
+    )
     create.add_argument(
         "--hp",
         action="append",
@@ -251,17 +293,30 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--follow", "-f", action="store_true", help="follow the job after creating it")
     create.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
 
-    pf = command("preflight", cmd_preflight, "dry-run a job body: sample a few prompts x G with the base model on "
-                 "a worker, grade them, and report the signal, grader health, lengths and an ETA; exit 1 "
-                 "unless it succeeds", job=False)  # fmt: skip
+    pf = command(
+        "preflight",
+        cmd_preflight,
+        "dry-run a job body: sample a few prompts x G with the base model on "
+        "a worker, grade them, and report the signal, grader health, lengths and an ETA; exit 1 "
+        "unless it succeeds",
+        job=False,
+    )
     pf.add_argument("--training-file", "-t", required=True, help="JSONL path (uploaded first) or file id")
     pf.add_argument("--grader", "-g", required=True, help="grader, as for `rapid jobs create`")
-    pf.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter (repeatable)")
-    pf.add_argument("--hyperparameters", metavar="FILE", help="JSON / YAML file of hyperparameters (--hp wins)")
+    pf.add_argument(
+        "--hp", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter (repeatable)"
+    )
+    pf.add_argument(
+        "--hyperparameters", metavar="FILE", help="JSON / YAML file of hyperparameters (--hp wins)"
+    )
     pf.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"base model (default: {DEFAULT_MODEL})")
     pf.add_argument("--seed", type=int, help="job seed: which prompts come first")
-    pf.add_argument("--prompts", type=int, help="prompts to sample, each group_size times (server default 8, max 64)")
-    pf.add_argument("--timeout", type=int, help="seconds the pre-flight may take (server default 300, max 600)")
+    pf.add_argument(
+        "--prompts", type=int, help="prompts to sample, each group_size times (server default 8, max 64)"
+    )
+    pf.add_argument(
+        "--timeout", type=int, help="seconds the pre-flight may take (server default 300, max 600)"
+    )
     pf.add_argument("--json", action="store_true", help="print the pre-flight object as JSON")
     pf.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
 
@@ -282,8 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl = command("download", cmd_download, "download and unpack the job's PEFT adapter")
     dl.add_argument("--output", "-o", help="directory to unpack into (default: ./JOB-adapter)")
     dl.add_argument("--checkpoint", help="a checkpoint id (default: the final adapter, else the newest)")
-    dl.add_argument("--best", action="store_true", help="the checkpoint with the best held-out pass@1 of the "
-                    "evaluations every eval_interval steps (`rapid jobs checkpoints` marks it)")  # fmt: skip
+    dl.add_argument(
+        "--best",
+        action="store_true",
+        help="the checkpoint with the best held-out pass@1 of the "
+        "evaluations every eval_interval steps (`rapid jobs checkpoints` marks it)",
+    )
 
     files_parser = groups.add_parser("files", help="training and validation files")
     fsub = files_parser.add_subparsers(dest="command", required=True)
@@ -318,8 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {_api_message(err)}", file=sys.stderr)
         return 1
     except openai.APIConnectionError:
-        print(f"{name}: error: cannot reach the server at {client.base_url}; is `rapid serve` running "
-              "(or RAPID_BASE_URL set)?", file=sys.stderr)  # fmt: skip
+        print(
+            f"{name}: error: cannot reach the server at {client.base_url}; is `rapid serve` running "
+            "(or RAPID_BASE_URL set)?",
+            file=sys.stderr,
+        )
         return 1
     except OSError as err:
         print(f"{name}: error: {err}", file=sys.stderr)

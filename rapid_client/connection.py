@@ -22,15 +22,18 @@ def _normalise(base_url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
-def connect(base_url: str | None = None, api_key: str | None = None, *, timeout: float = 120,
-            max_retries: int = 2) -> openai.OpenAI:  # fmt: skip
+def connect(
+    base_url: str | None = None, api_key: str | None = None, *, timeout: float = 120, max_retries: int = 2
+) -> openai.OpenAI:
     """An official OpenAI client for a RAPID server. Arguments win over RAPID_BASE_URL / RAPID_API_KEY,
     which win over OPENAI_BASE_URL / OPENAI_API_KEY; the URL defaults to a local `rapid serve`."""
     env = os.environ
     key = api_key or env.get("RAPID_API_KEY") or env.get("OPENAI_API_KEY")
     if not key:
-        raise ClientError("no API key: set RAPID_API_KEY (or OPENAI_API_KEY), or pass --api-key; "
-                          "`rapid keys create --project NAME` makes one")  # fmt: skip
+        raise ClientError(
+            "no API key: set RAPID_API_KEY (or OPENAI_API_KEY), or pass --api-key; "
+            "`rapid keys create --project NAME` makes one"
+        )
     url = base_url or env.get("RAPID_BASE_URL") or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     return openai.OpenAI(api_key=key, base_url=_normalise(url), timeout=timeout, max_retries=max_retries)
 

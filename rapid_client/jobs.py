@@ -39,15 +39,23 @@ def file_id(client: openai.OpenAI, path_or_id: str, what: str = "training file")
 
 
 def create_job(
-    client: openai.OpenAI, *, model: str, training_file: str, grader: dict[str, Any],
-    hyperparameters: dict[str, Any] | None = None, validation_file: str | None = None,
-    seed: int | None = None, suffix: str | None = None,
-) -> FineTuningJob:  # fmt: skip
+    client: openai.OpenAI,
+    *,
+    model: str,
+    training_file: str,
+    grader: dict[str, Any],
+    hyperparameters: dict[str, Any] | None = None,
+    validation_file: str | None = None,
+    seed: int | None = None,
+    suffix: str | None = None,
+) -> FineTuningJob:
     """A reinforcement fine-tuning job; the files may be local paths (uploaded here) or file ids."""
     training = file_id(client, training_file, "training file")
     validation = file_id(client, validation_file, "validation file") if validation_file else None
-    method = {"type": "reinforcement",
-              "reinforcement": {"grader": grader, "hyperparameters": hyperparameters or {}}}  # fmt: skip
+    method = {
+        "type": "reinforcement",
+        "reinforcement": {"grader": grader, "hyperparameters": hyperparameters or {}},
+    }
     extra = {
         k: v
         for k, v in {"validation_file": validation, "seed": seed, "suffix": suffix}.items()
@@ -57,16 +65,27 @@ def create_job(
 
 
 def preflight(
-    client: openai.OpenAI, *, model: str, training_file: str, grader: dict[str, Any],
-    hyperparameters: dict[str, Any] | None = None, seed: int | None = None, prompts: int | None = None,
-    timeout_s: int | None = None, interval: float = 1.0,
-) -> dict[str, Any]:  # fmt: skip
+    client: openai.OpenAI,
+    *,
+    model: str,
+    training_file: str,
+    grader: dict[str, Any],
+    hyperparameters: dict[str, Any] | None = None,
+    seed: int | None = None,
+    prompts: int | None = None,
+    timeout_s: int | None = None,
+    interval: float = 1.0,
+) -> dict[str, Any]:
     """Pre-flight a job body (RAPID's extension): queue it, then poll until it has succeeded or failed.
     The server fails it once ``timeout_s`` (and a grace period) have passed, so this wait is bounded."""
     training = file_id(client, training_file, "training file")
-    method = {"type": "reinforcement",
-              "reinforcement": {"grader": grader, "hyperparameters": hyperparameters or {}}}  # fmt: skip
-    extra = {k: v for k, v in {"seed": seed, "prompts": prompts, "timeout_s": timeout_s}.items() if v is not None}
+    method = {
+        "type": "reinforcement",
+        "reinforcement": {"grader": grader, "hyperparameters": hyperparameters or {}},
+    }
+    extra = {
+        k: v for k, v in {"seed": seed, "prompts": prompts, "timeout_s": timeout_s}.items() if v is not None
+    }
     body = {"model": model, "training_file": training, "method": method, **extra}
     run = client.post("/fine_tuning/preflights", body=body, cast_to=object)
     while run["status"] in ("queued", "running"):

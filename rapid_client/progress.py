@@ -46,14 +46,27 @@ class _Events:
             self.seen.add(event.id)
 
 
-def follow(client: openai.OpenAI, job_id: str, *, interval: float = 2.0, file: TextIO = sys.stderr,
-           events: bool = True) -> FineTuningJob:  # fmt: skip
+def follow(
+    client: openai.OpenAI,
+    job_id: str,
+    *,
+    interval: float = 2.0,
+    file: TextIO = sys.stderr,
+    events: bool = True,
+) -> FineTuningJob:
     """Poll the job until it ends. On a terminal: a live bar; elsewhere (logs, CI): a line per round."""
     job = client.fine_tuning.jobs.retrieve(job_id)
     total = total_rounds(job)
     tty = file.isatty()
-    bar = tqdm(total=total, unit="round", desc=job_id, file=file, dynamic_ncols=True, disable=not tty,
-               bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} rounds{postfix}")  # fmt: skip
+    bar = tqdm(
+        total=total,
+        unit="round",
+        desc=job_id,
+        file=file,
+        dynamic_ncols=True,
+        disable=not tty,
+        bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} rounds{postfix}",
+    )
 
     def write(line: str) -> None:
         bar.write(line, file=file) if tty else print(line, file=file, flush=True)
@@ -91,8 +104,11 @@ def _postfix(job: FineTuningJob, rounds: list[dict[str, Any]], total: int | None
     parts = [job.status]
     if rounds:
         last = rounds[-1]
-        parts += [f"reward {last.get('reward_mean', 0):.3f}", f"acc {last.get('accuracy', 0):.3f}",
-                  f"stale {last.get('staleness_mean', 0):.1f}/{last.get('staleness_max', 0)}"]  # fmt: skip
+        parts += [
+            f"reward {last.get('reward_mean', 0):.3f}",
+            f"acc {last.get('accuracy', 0):.3f}",
+            f"stale {last.get('staleness_mean', 0):.1f}/{last.get('staleness_max', 0)}",
+        ]
     if job.status in ("queued", "running"):
         eta = eta_seconds(rounds, total, eval_s)
         if eta is not None:

@@ -48,8 +48,10 @@ def parse_grader(text: str) -> dict[str, Any]:
         return load_mapping(text, "grader")
     match = SHORT_GRADER.match(text)
     if not match:
-        raise ClientError(f"--grader {text!r}: give a .json / .yaml file, inline JSON, or TYPE:REFERENCE "
-                          "such as numeric:{{item.answer}}")  # fmt: skip
+        raise ClientError(
+            f"--grader {text!r}: give a .json / .yaml file, inline JSON, or TYPE:REFERENCE "
+            "such as numeric:{{item.answer}}"
+        )
     kind, reference = match["type"], match["reference"]
     if reference is None:
         return {"type": kind}

@@ -77,8 +77,13 @@ def limits(cfg: TrainConfig, samples_done: int, mem_total_gb: float | None) -> L
     """The controller's limits for a run's next round."""
     left = None if cfg.max_samples is None else max(cfg.max_samples - samples_done, 1)
     return Limits(
-        cfg.mini_batch_size, cfg.group_size, cfg.batch_ratio, cfg.batch_ratio_min, cfg.batch_ratio_max,
-        samples_left=left, mem_total_gb=mem_total_gb,
+        cfg.mini_batch_size,
+        cfg.group_size,
+        cfg.batch_ratio,
+        cfg.batch_ratio_min,
+        cfg.batch_ratio_max,
+        samples_left=left,
+        mem_total_gb=mem_total_gb,
     )
 
 
@@ -140,11 +145,15 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
     """U for the next round from the records of the last rounds (oldest first) and the limits."""
     if not history:
         u = _snap(lim.start, lim)
-        return Decision(u, f"start at U={u}" + ("" if u == lim.start else f" (bounds moved it from {lim.start})"))
+        return Decision(
+            u, f"start at U={u}" + ("" if u == lim.start else f" (bounds moved it from {lim.start})")
+        )
     last = history[-1]
     u = last.batch_ratio
     low, high = _bounds(lim)
-    mem = None if lim.mem_total_gb is None or last.peak_mem_gb is None else last.peak_mem_gb / lim.mem_total_gb
+    mem = (
+        None if lim.mem_total_gb is None or last.peak_mem_gb is None else last.peak_mem_gb / lim.mem_total_gb
+    )
 
     def move(to: int, why: str) -> Decision:
         to = _snap(to, lim)
@@ -174,7 +183,9 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
     per_sample = (last.gen_s + last.reward_s + last.train_s) / last.inference_batch
     saving = max(a, 0.0) / (2 * batch)  # a / B - a / 2B: the per-round generation cost amortised over 2B
     gain = saving / max(per_sample, 1e-9)
-    what = f"doubling B saves an estimated {gain:.1%} of the round time per sample (gen = {a:.2f} s + B x fit)"
+    what = (
+        f"doubling B saves an estimated {gain:.1%} of the round time per sample (gen = {a:.2f} s + B x fit)"
+    )
     if gain >= lim.min_gain:
         return move(2 * u, f"late steps healthy; {what}")
     return move(u, f"{what} < {lim.min_gain:.0%}")

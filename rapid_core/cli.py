@@ -62,7 +62,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         for name, field in model.model_fields.items():
             default = field.get_default(call_default_factory=True)
             group.add_argument(
-                _flag(name), dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
+                _flag(name),
+                dest=name,
+                default=argparse.SUPPRESS,
+                metavar=name.upper(),
                 help=f"{field.description} (default: {json.dumps(default, default=str)})",
             )
 
@@ -86,10 +89,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, paths = config_from_args(args)
     from rapid_core.trainer import train
 
-    print(f"RAPID {cfg.algorithm}: model {cfg.model}, task {cfg.task}, B={cfg.inference_batch} "
-          f"(P={cfg.round_prompts} x G={cfg.group_size}), m={cfg.mini_batch_size}, U={cfg.batch_ratio}"
-          f"{f' (first round; auto within {cfg.batch_ratio_min}..{cfg.batch_ratio_max})' if cfg.auto_batch else ''}; "
-          f"output {paths.output_dir}", file=sys.stderr)
+    print(
+        f"RAPID {cfg.algorithm}: model {cfg.model}, task {cfg.task}, B={cfg.inference_batch} "
+        f"(P={cfg.round_prompts} x G={cfg.group_size}), m={cfg.mini_batch_size}, U={cfg.batch_ratio}"
+        f"{f' (first round; auto within {cfg.batch_ratio_min}..{cfg.batch_ratio_max})' if cfg.auto_batch else ''}; "
+        f"output {paths.output_dir}",
+        file=sys.stderr,
+    )
     summary = train(cfg, paths, progress=not args.quiet)
     print_summary(summary)
     return 0
@@ -97,16 +103,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def print_summary(summary: dict[str, Any]) -> None:
     before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
-    print(f"\nTrained {summary['rounds']} rounds, {summary['steps']} optimizer steps, {summary['samples']} "
-          f"samples in {summary['train_seconds']:.0f} s. Adapter: {summary['adapter_dir']}")
+    print(
+        f"\nTrained {summary['rounds']} rounds, {summary['steps']} optimizer steps, {summary['samples']} "
+        f"samples in {summary['train_seconds']:.0f} s. Adapter: {summary['adapter_dir']}"
+    )
     if after:
         for key in [k for k in after if k.startswith("pass@")]:
             b = before.get(key)
             shown = f"{b:.3f} -> " if b is not None else ""
             print(f"held-out {key}: {shown}{after[key]:.3f}  ({after['problems']} problems)")
     if best := summary.get("best"):
-        print(f"best checkpoint: step {best['step']} (round {best['round']}), held-out pass@1 "
-              f"{best['pass@1']:.3f}. Adapter: {best['adapter_dir']}")  # fmt: skip
+        print(
+            f"best checkpoint: step {best['step']} (round {best['round']}), held-out pass@1 "
+            f"{best['pass@1']:.3f}. Adapter: {best['adapter_dir']}"
+        )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -124,8 +134,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     torch.manual_seed(cfg.seed)
-    result = evaluate(engine, policy.tokenizer, grader, task.eval[: cfg.eval_problems], k=cfg.eval_k,
-                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    result = evaluate(
+        engine,
+        policy.tokenizer,
+        grader,
+        task.eval[: cfg.eval_problems],
+        k=cfg.eval_k,
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+    )
     print(json.dumps({"model": cfg.model, "adapter": args.adapter, **result.to_dict()}, indent=2))
     return 0
 
@@ -134,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rapid", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="fine-tune a model with RAPID (or a baseline)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = sub.add_parser(
+        "train",
+        help="fine-tune a model with RAPID (or a baseline)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(train)
     train.set_defaults(func=cmd_train)

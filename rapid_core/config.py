@@ -47,12 +47,15 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device; auto = cuda if present")
     engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine")
     decode: Literal["auto", "dynamic", "static", "compiled", "cuda_graph"] = Field(
-        "auto", description="hf engine decode loop: dynamic (growing cache, finished rows dropped), static "
+        "auto",
+        description="hf engine decode loop: dynamic (growing cache, finished rows dropped), static "
         "(preallocated cache), compiled (static + torch.compile), cuda_graph (static, each step one captured "
         "CUDA graph); auto = for Llama/Qwen2/Qwen3 models cuda_graph on CUDA and static on a CPU, else dynamic",
     )
     torch_threads: int = Field(
-        0, ge=0, description="torch intra-op threads (0 = torch's default). On a CPU shared with other "
+        0,
+        ge=0,
+        description="torch intra-op threads (0 = torch's default). On a CPU shared with other "
         "jobs 1 can be much faster: a descheduled thread stalls every OpenMP barrier",
     )
     gen_micro_batch: int = Field(64, ge=1, description="Largest generation batch run at once (memory)")
@@ -76,11 +79,14 @@ class TrainConfig(BaseModel):
     algorithm: Algorithm = Field("rapid", description="rapid (off-policy, ratio U), grpo or pg (ratio 1)")
     group_size: int = Field(8, ge=2, description="G: completions sampled per prompt")
     prompts_per_round: int = Field(
-        16, ge=1, description="P: prompts per inference round for rapid (B = P * G); baselines use m / G. "
-        "With batch_ratio_control=auto it sets the first round's U = P * G / m"
+        16,
+        ge=1,
+        description="P: prompts per inference round for rapid (B = P * G); baselines use m / G. "
+        "With batch_ratio_control=auto it sets the first round's U = P * G / m",
     )
     batch_ratio_control: Literal["auto", "fixed"] = Field(
-        "auto", description="rapid: auto picks each round's U = B / m from the last rounds' generation and "
+        "auto",
+        description="rapid: auto picks each round's U = B / m from the last rounds' generation and "
         "training time and their late steps' ESS / clip fraction / approx KL (rapid_core/batch_ratio.py); "
         "fixed keeps U = prompts_per_round * group_size / mini_batch_size",
     )
@@ -89,7 +95,9 @@ class TrainConfig(BaseModel):
         16, ge=1, description="Largest U batch_ratio_control=auto may pick (bounds B = U * m, hence memory)"
     )
     mini_batch_size: int = Field(32, ge=1, description="m: samples per optimizer step")
-    is_level: Literal["token", "sequence"] = Field("token", description="Importance weight per token or sequence")
+    is_level: Literal["token", "sequence"] = Field(
+        "token", description="Importance weight per token or sequence"
+    )
     is_clip: float | None = Field(2.0, gt=0, description="Truncation c of importance weights (null = none)")
     norm: Literal["token_mean", "seq_mean", "constant"] = Field("token_mean", description="Loss normaliser")
     kl_beta: float = Field(0.0, ge=0, description="KL(pi || ref) penalty weight; 0 loads no reference")
@@ -97,8 +105,9 @@ class TrainConfig(BaseModel):
     adv_baseline: Literal["mean", "loo"] = Field("mean", description="Group mean or leave-one-out baseline")
     drop_zero_std: bool = Field(False, description="Drop groups whose rewards are all equal")
     minibatch_grouping: Literal["samples", "groups"] = Field(
-        "samples", description="Shuffle single samples (RAPID.md) or whole prompt groups into "
-        "mini-batches; groups lets each step run a prompt once for its G samples (~2x faster steps)"
+        "samples",
+        description="Shuffle single samples (RAPID.md) or whole prompt groups into "
+        "mini-batches; groups lets each step run a prompt once for its G samples (~2x faster steps)",
     )
     ppo_epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the grpo objective")
 
@@ -108,8 +117,9 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm (null = none)")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warmup steps")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="Learning rate after warmup: constant, or decayed to 0 over the planned "
-        "steps (linear or cosine; needs rounds or max_samples)"
+        "constant",
+        description="Learning rate after warmup: constant, or decayed to 0 over the planned "
+        "steps (linear or cosine; needs rounds or max_samples)",
     )
 
     # --- sampling ---
@@ -124,17 +134,22 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk")
 
     # --- evaluation ---
-    eval_problems: int = Field(100, ge=0, description="Held-out problems evaluated before and after (0 = skip)")
+    eval_problems: int = Field(
+        100, ge=0, description="Held-out problems evaluated before and after (0 = skip)"
+    )
     eval_k: int = Field(4, ge=1, description="k of the sampled pass@k")
     eval_before: bool = Field(True, description="Evaluate the base model before training")
     eval_interval: int | None = Field(
-        None, ge=1, description="Held-out evaluation every N optimizer steps: at the first round boundary "
+        None,
+        ge=1,
+        description="Held-out evaluation every N optimizer steps: at the first round boundary "
         "at or after each multiple of N, and at the end, each with its checkpoint; the best (greedy pass@1) "
         "is kept and named in best.json and the summary (rapid_core/periodic_eval.py)",
     )
 
     report_to: list[str] | str = Field(
-        "none", description="Also log metrics to tensorboard (<output_dir>/tensorboard) and/or wandb, as TRL "
+        "none",
+        description="Also log metrics to tensorboard (<output_dir>/tensorboard) and/or wandb, as TRL "
         "names them: one name, a list, all or none (rapid_core/report_to.py)",
     )
     seed: int = Field(0, description="Seed of data order, sampling and initialisation")

@@ -96,8 +96,10 @@ def _hub_rows(dataset_id: str, split: str) -> list[Record]:
     try:
         import datasets as hf
     except ImportError:
-        raise DatasetError(f"hf:{dataset_id} needs the 'datasets' package, which is not installed; "
-                           "pass a local file path instead") from None  # fmt: skip
+        raise DatasetError(
+            f"hf:{dataset_id} needs the 'datasets' package, which is not installed; "
+            "pass a local file path instead"
+        ) from None
     try:
         return [dict(r) for r in hf.load_dataset(dataset_id, split=split)]
     except Exception as err:  # offline, unknown id, missing split: all the same to the caller
@@ -161,7 +163,7 @@ DATASETS.register("math")(
         _math({"train": "math/train.derived.jsonl", "test": "math/test.jsonl"}),
         ("train", "test"),
         {"type": "math", "reference": "{{item.answer}}"},
-    )  # fmt: skip
+    )
 )
 DATASETS.register("math500")(
     Adapter(
@@ -214,8 +216,10 @@ def _mbpp_plus(split: str, source: str | None) -> list[Record]:
 
 def _humaneval(split: str, source: str | None) -> list[Record]:
     if source is None:
-        raise DatasetError("humaneval needs a source: a HumanEval-format JSONL file (task_id, prompt, "
-                           "canonical_solution, test, entry_point) or hf:<id>")  # fmt: skip
+        raise DatasetError(
+            "humaneval needs a source: a HumanEval-format JSONL file (task_id, prompt, "
+            "canonical_solution, test, entry_point) or hf:<id>"
+        )
     out = []
     for n, r in enumerate(read_rows(source, "", "test"), 1):
         _need(r, n, "task_id", "prompt", "test", "entry_point")

@@ -42,7 +42,9 @@ def evaluate(
         sampled = engine.generate(prompts, k, sampling)
         items = [r for r in records for _ in range(k)]
         sgrades = grader.grade_batch(items, sampled.texts)
-        per_problem = [sum(g.status == "ok" for g in sgrades[i * k : (i + 1) * k]) for i in range(len(records))]
+        per_problem = [
+            sum(g.status == "ok" for g in sgrades[i * k : (i + 1) * k]) for i in range(len(records))
+        ]
         at_k = sum(pass_at_k(k, c, k) for c in per_problem) / len(records)
         sampled_accuracy = sum(per_problem) / (k * len(records))
     return EvalMetrics(

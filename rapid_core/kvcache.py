@@ -20,7 +20,9 @@ def distinct_prompts(prompts: list[list[int]], device) -> tuple[list[list[int]],
     return [list(p) for p in seen], torch.tensor(copy_of, device=device)
 
 
-def left_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def left_padded(
+    prompts: list[list[int]], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, attention, positions) with left padding: every row's next token is at the same column."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)

@@ -61,14 +61,16 @@ def completion_logps(
     with ctx, grad, autocast(device, policy.dtype):
         cache = DynamicCache()
         kw = {cache_kwarg(decoder): cache, "use_cache": True}
-        last = decoder(input_ids=prompt_ids, attention_mask=prompt_att, position_ids=prompt_pos,
-                       **kw).last_hidden_state[:, -1]
+        last = decoder(
+            input_ids=prompt_ids, attention_mask=prompt_att, position_ids=prompt_pos, **kw
+        ).last_hidden_state[:, -1]
         if len(uniq) < n:
             cache.batch_select_indices(copy_of)
         attention = torch.cat([prompt_att[copy_of], mask.long()], dim=1)
         positions = prompt_pos[copy_of, -1:] + 1 + torch.arange(comp_width, device=device)
-        hidden = decoder(input_ids=comp_ids, attention_mask=attention, position_ids=positions,
-                         **kw).last_hidden_state
+        hidden = decoder(
+            input_ids=comp_ids, attention_mask=attention, position_ids=positions, **kw
+        ).last_hidden_state
         # Completion token j is predicted from the prompt's last position (j = 0) or completion j - 1.
         selected = torch.cat([last[copy_of][:, None], hidden[:, :-1]], dim=1)[mask]
         weight = lm_head.weight

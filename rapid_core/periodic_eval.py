@@ -63,8 +63,14 @@ class PeriodicEval:
         p.last_eval = {"step": p.step, "round": p.round, "pass@1": metrics.pass_at_1}
         if is_better(metrics.pass_at_1, p.best):
             path = self.checkpoints / f"round-{p.round:06d}"
-            p.best = {"step": p.step, "round": p.round, "pass@1": metrics.pass_at_1, "problems": metrics.problems,
-                      "checkpoint": str(path), "adapter_dir": str(path / "adapter")}  # fmt: skip
+            p.best = {
+                "step": p.step,
+                "round": p.round,
+                "pass@1": metrics.pass_at_1,
+                "problems": metrics.problems,
+                "checkpoint": str(path),
+                "adapter_dir": str(path / "adapter"),
+            }
 
     def final(self, progress: Progress) -> EvalMetrics | None:
         """The evaluation of the final weights when one ran at the last step in this process."""

@@ -62,11 +62,15 @@ def job_size(cfg: TrainConfig) -> JobSize:
     eval_samples = phases * cfg.eval_problems * cfg.eval_k
     if rounds is None and cfg.max_samples is not None:  # batch_ratio_control=auto: round sizes vary
         samples = cfg.max_samples
-        return JobSize(None, samples, eval_samples, math.ceil(samples / cfg.mini_batch_size), cfg.time_budget_s)
+        return JobSize(
+            None, samples, eval_samples, math.ceil(samples / cfg.mini_batch_size), cfg.time_budget_s
+        )
     if rounds is None:
         return JobSize(None, None, eval_samples, None, cfg.time_budget_s)
     steps_per_round = math.ceil(cfg.inference_batch / cfg.mini_batch_size)  # fewer with drop_zero_std
-    return JobSize(rounds, rounds * cfg.inference_batch, eval_samples, rounds * steps_per_round, cfg.time_budget_s)
+    return JobSize(
+        rounds, rounds * cfg.inference_batch, eval_samples, rounds * steps_per_round, cfg.time_budget_s
+    )
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -78,7 +82,13 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     def pct(q: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) / 100) - 1))]
 
-    return {"mean": sum(ordered) / len(ordered), "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": ordered[-1]}
+    return {
+        "mean": sum(ordered) / len(ordered),
+        "p50": pct(50),
+        "p90": pct(90),
+        "p99": pct(99),
+        "max": ordered[-1],
+    }
 
 
 def _share(part: int, whole: int) -> float:
@@ -100,8 +110,14 @@ def _duration(seconds: float) -> str:
 def _eta(m: Measured, size: JobSize) -> dict:
     n = len(m.scores)
     per_sample = (m.generate_s + m.grade_s) / n if n else 0.0
-    out = {"seconds_per_sample": per_sample, "train_step_s": m.train_step_s, "rounds": size.rounds,
-           "samples": None, "steps": size.steps, "seconds": None}  # fmt: skip
+    out = {
+        "seconds_per_sample": per_sample,
+        "train_step_s": m.train_step_s,
+        "rounds": size.rounds,
+        "samples": None,
+        "steps": size.steps,
+        "seconds": None,
+    }
     if size.train_samples is None:  # a time budget bounds the job, not a sample count
         out["seconds"] = size.time_budget_s
         out["basis"] = "the job's time_budget_s (it stops at the first round boundary past it)"
@@ -110,8 +126,10 @@ def _eta(m: Measured, size: JobSize) -> dict:
     seconds = samples * per_sample + (size.steps or 0) * (m.train_step_s or 0.0)
     out |= {"samples": samples, "seconds": seconds}
     trained = "one measured optimizer step x its steps" if m.train_step_s is not None else "no training time"
-    out["basis"] = (f"{samples} samples x the measured {per_sample:.3g} s per sample (generation + grading), "
-                    f"plus {trained}; model loading and checkpoints are not counted")  # fmt: skip
+    out["basis"] = (
+        f"{samples} samples x the measured {per_sample:.3g} s per sample (generation + grading), "
+        f"plus {trained}; model loading and checkpoints are not counted"
+    )
     return out
 
 
@@ -121,36 +139,55 @@ def _warnings(m: Measured, report: dict) -> list[str]:
     zero = report["zero_variance_share"]
     if n and report["reward"]["std"] == 0:
         value = m.scores[0]
-        hint = {0.0: "the task is too hard for the base model, or the grader never matches its answers "
-                     "(check the reference template and the answer format)",
-                1.0: "the base model already solves every prompt: there is nothing left to learn"}  # fmt: skip
-        out.append(f"Every one of the {n} completions got the same reward {value:g}: "
-                   f"{hint.get(value, 'the grader gives no signal')}.")  # fmt: skip
+        hint = {
+            0.0: "the task is too hard for the base model, or the grader never matches its answers "
+            "(check the reference template and the answer format)",
+            1.0: "the base model already solves every prompt: there is nothing left to learn",
+        }
+        out.append(
+            f"Every one of the {n} completions got the same reward {value:g}: "
+            f"{hint.get(value, 'the grader gives no signal')}."
+        )
     elif zero >= ZERO_VARIANCE_WARN:
-        out.append(f"{_pct(zero)} of groups have identical rewards: the grader gives almost no signal "
-                   f"(those groups have zero advantage). Raise group_size (now {g}) or temperature, "
-                   "or use a grader that gives partial credit.")  # fmt: skip
+        out.append(
+            f"{_pct(zero)} of groups have identical rewards: the grader gives almost no signal "
+            f"(those groups have zero advantage). Raise group_size (now {g}) or temperature, "
+            "or use a grader that gives partial credit."
+        )
     failed = report["grader"]["errors"] + report["grader"]["timeouts"] + report["grader"]["sandbox_failures"]
     if failed:
-        kinds = ", ".join(f"{report['grader'][k]} {k.replace('_', ' ')}" for k in
-                          ("errors", "timeouts", "sandbox_failures") if report["grader"][k])  # fmt: skip
-        stop = (" A job would stop at its first round: the trainer refuses rounds where more than half "
-                "of the grades fail." if _share(failed, n) > FAILURE_STOP else "")  # fmt: skip
+        kinds = ", ".join(
+            f"{report['grader'][k]} {k.replace('_', ' ')}"
+            for k in ("errors", "timeouts", "sandbox_failures")
+            if report["grader"][k]
+        )
+        stop = (
+            " A job would stop at its first round: the trainer refuses rounds where more than half "
+            "of the grades fail."
+            if _share(failed, n) > FAILURE_STOP
+            else ""
+        )
         first = f" First failure: {m.first_failure[:200]}" if m.first_failure else ""
         out.append(f"The grader failed on {failed} of {n} samples ({kinds}); they score 0.{stop}{first}")
     truncated = report["completions"]["truncated_share"]
     if truncated >= TRUNCATION_WARN:
-        out.append(f"{_pct(truncated)} of completions hit max_new_tokens={m.max_new_tokens}: raise it, "
-                   "or the grader sees cut-off answers.")  # fmt: skip
+        out.append(
+            f"{_pct(truncated)} of completions hit max_new_tokens={m.max_new_tokens}: raise it, "
+            "or the grader sees cut-off answers."
+        )
     p90 = report["grader"]["latency_s"]["p90"]
     if p90 >= SLOW_GRADE_S:
-        out.append(f"The grader is slow: {p90:.1f} s per sample (p90). Grading takes "
-                   f"{_pct(_share(round(m.grade_s * 1000), round((m.generate_s + m.grade_s) * 1000)))} "
-                   "of the time per sample.")  # fmt: skip
+        out.append(
+            f"The grader is slow: {p90:.1f} s per sample (p90). Grading takes "
+            f"{_pct(_share(round(m.grade_s * 1000), round((m.generate_s + m.grade_s) * 1000)))} "
+            "of the time per sample."
+        )
     eta = report["eta"]["seconds"]
     if eta is not None and report["eta"]["samples"] is not None:
-        out.append(f"Estimated time for the whole job on this worker class: about {_duration(eta)} "
-                   f"({report['eta']['samples']} samples).")  # fmt: skip
+        out.append(
+            f"Estimated time for the whole job on this worker class: about {_duration(eta)} "
+            f"({report['eta']['samples']} samples)."
+        )
     return out
 
 
@@ -170,8 +207,13 @@ def preflight_report(m: Measured, size: JobSize) -> dict:
         "samples": n,
         "prompts": len(groups),
         "group_size": g,
-        "reward": {"mean": mean, "std": std, "min": min(m.scores, default=0.0), "max": max(m.scores, default=0.0),
-                   "pass_rate": _share(m.statuses.count("ok"), n)},  # fmt: skip
+        "reward": {
+            "mean": mean,
+            "std": std,
+            "min": min(m.scores, default=0.0),
+            "max": max(m.scores, default=0.0),
+            "pass_rate": _share(m.statuses.count("ok"), n),
+        },
         "zero_variance_share": _share(zero, len(groups)),
         "grader": {
             "errors": m.statuses.count("error"),

@@ -129,8 +129,14 @@ class WandbReporter(_StepReporter):
         id_file = out / "wandb-run-id"
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
         id_file.write_text(run_id)
-        self.run = wandb.init(id=run_id, resume="allow", dir=str(out), name=out.name, reinit="finish_previous",
-                              config={**self.cfg.model_dump(), **_plain(info)})  # fmt: skip
+        self.run = wandb.init(
+            id=run_id,
+            resume="allow",
+            dir=str(out),
+            name=out.name,
+            reinit="finish_previous",
+            config={**self.cfg.model_dump(), **_plain(info)},
+        )
         self.run.define_metric("train/global_step")
         self.run.define_metric("*", step_metric="train/global_step")
 

@@ -76,7 +76,11 @@ class ProgressBar(Callback):
 
         desc = f"{info.algorithm} B={info.inference_batch} U={info.batch_ratio}"
         self.bar = tqdm(
-            total=info.total_rounds, initial=info.start_round, unit="round", desc=desc, file=self.file,
+            total=info.total_rounds,
+            initial=info.start_round,
+            unit="round",
+            desc=desc,
+            file=self.file,
             dynamic_ncols=True,
         )
 

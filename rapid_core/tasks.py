@@ -43,7 +43,9 @@ def _is_held_out(a: int, op: str, b: int) -> bool:
     return hashlib.sha256(f"{a}{op}{b}".encode()).digest()[0] < 26  # ~10% of all problems
 
 
-def arithmetic_problems(n: int, *, held_out: bool, seed: int, hi: int, operators: str) -> list[tuple[int, str, int]]:
+def arithmetic_problems(
+    n: int, *, held_out: bool, seed: int, hi: int, operators: str
+) -> list[tuple[int, str, int]]:
     """Up to ``n`` distinct problems with operands in 0..hi, from one side of the held-out split."""
     space = [(a, op, b) for a in range(hi + 1) for op in operators for b in range(hi + 1)]
     if len(space) > 200_000:  # large spaces: rejection-sample instead of enumerating
@@ -128,7 +130,10 @@ def dataset_task(cfg: TrainConfig, paths: RunPaths) -> TaskData:
         held = adapter.load("test" if "test" in adapter.splits else adapter.splits[0], paths.eval_path)
     else:
         rows = adapter.load(adapter.splits[-1], paths.data_path)
-        train, held = [r for i, r in enumerate(rows) if i % 10], [r for i, r in enumerate(rows) if i % 10 == 0]
+        train, held = (
+            [r for i, r in enumerate(rows) if i % 10],
+            [r for i, r in enumerate(rows) if i % 10 == 0],
+        )
         if paths.eval_path:
             held = adapter.load(adapter.splits[-1], paths.eval_path)
     if cfg.system_prompt is not None:

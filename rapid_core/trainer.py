@@ -133,7 +133,9 @@ class Trainer:
         )
         if cfg.auto_batch:  # what the controller reads next round; checkpointed with the progress
             health = late_health([m.to_dict() for m in steps])
-            record = RoundRecord(ratio, len(rollouts), metrics.gen_s, metrics.reward_s, metrics.train_s, *health, peak)
+            record = RoundRecord(
+                ratio, len(rollouts), metrics.gen_s, metrics.reward_s, metrics.train_s, *health, peak
+            )
             s.progress.batch_history = [*s.progress.batch_history, record.to_dict()][-HISTORY:]
         return metrics
 

@@ -67,14 +67,26 @@ REDIS_PRIORITY_SEP, REDIS_PRIORITIES, REDIS_UNACKED = "\x06\x16", (3, 6, 9), "un
 
 def enqueue_job(app: Celery, job_id: str, queue: str) -> None:
     """Publish the job's message; its task id starts with the job id so the broker can be searched."""
-    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, task_id=f"{job_id}.{uuid.uuid4().hex[:8]}",
-                  retry=True, retry_policy=PUBLISH_RETRY)  # fmt: skip
+    app.send_task(
+        RUN_JOB_TASK,
+        args=[job_id],
+        queue=queue,
+        task_id=f"{job_id}.{uuid.uuid4().hex[:8]}",
+        retry=True,
+        retry_policy=PUBLISH_RETRY,
+    )
 
 
 def enqueue_preflight(app: Celery, preflight_id: str, queue: str) -> None:
     """Publish a pre-flight's message; its task id starts with the pre-flight's id."""
-    app.send_task(PREFLIGHT_TASK, args=[preflight_id], queue=queue, task_id=f"{preflight_id}.{uuid.uuid4().hex[:8]}",
-                  retry=True, retry_policy=PUBLISH_RETRY)  # fmt: skip
+    app.send_task(
+        PREFLIGHT_TASK,
+        args=[preflight_id],
+        queue=queue,
+        task_id=f"{preflight_id}.{uuid.uuid4().hex[:8]}",
+        retry=True,
+        retry_policy=PUBLISH_RETRY,
+    )
 
 
 def job_of_task(task_id: str) -> str:

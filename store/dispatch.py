@@ -24,8 +24,9 @@ from store.repos import Events, Jobs, Outboxes
 log = logging.getLogger("rapid.dispatch")
 
 
-def publish(sessions: sessionmaker[Session], celery: Celery, *, job_id: str | None = None,
-            older_than: float = 0.0) -> list[str]:  # fmt: skip
+def publish(
+    sessions: sessionmaker[Session], celery: Celery, *, job_id: str | None = None, older_than: float = 0.0
+) -> list[str]:
     """Publish the outbox rows (of one job, or all older than ``older_than`` seconds); returns their jobs.
     Raises the broker's error when it is unreachable: the rows not yet sent stay for the next drain."""
     rows: list[Outbox] = transact(
@@ -58,8 +59,11 @@ def recover_lost(
         for job_id in lost:
             if job_id in still:
                 Outboxes(s).add(job_id, jobs.by_id(job_id).queue)
-                Events(s).add(job_id, "The job's queue message was lost by the broker; it was published again",
-                              level="warn")  # fmt: skip
+                Events(s).add(
+                    job_id,
+                    "The job's queue message was lost by the broker; it was published again",
+                    level="warn",
+                )
 
     if lost:
         transact(sessions, requeue)

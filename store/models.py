@@ -65,7 +65,9 @@ class File(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))  # the client's, per project
     request_hash: Mapped[str | None] = mapped_column(String(64))  # what that key was used for
 
-    __table_args__ = (Index("uq_files_project_idempotency_key", "project_id", "idempotency_key", unique=True),)
+    __table_args__ = (
+        Index("uq_files_project_idempotency_key", "project_id", "idempotency_key", unique=True),
+    )
 
 
 class Job(Base):

@@ -105,7 +105,9 @@ class Files:
     def by_idempotency_key(self, project_id: str, key: str) -> File | None:
         return self.s.scalar(select(File).where(File.project_id == project_id, File.idempotency_key == key))
 
-    def page(self, project_id: str, after: str | None, limit: int, newest_first: bool = True) -> tuple[list[File], bool]:
+    def page(
+        self, project_id: str, after: str | None, limit: int, newest_first: bool = True
+    ) -> tuple[list[File], bool]:
         return _page(self.s, File, File.project_id == project_id, after, limit, newest_first)
 
     def delete(self, file: File) -> None:
@@ -143,8 +145,15 @@ class Jobs:
     def by_idempotency_key(self, project_id: str, key: str) -> Job | None:
         return self.s.scalar(select(Job).where(Job.project_id == project_id, Job.idempotency_key == key))
 
-    def page(self, project_id: str, after: str | None, limit: int, metadata: dict[str, str] | None = None,
-             *, without_metadata: bool = False) -> tuple[list[Job], bool]:  # fmt: skip
+    def page(
+        self,
+        project_id: str,
+        after: str | None,
+        limit: int,
+        metadata: dict[str, str] | None = None,
+        *,
+        without_metadata: bool = False,
+    ) -> tuple[list[Job], bool]:
         """Newest first; only jobs whose metadata has every key = value of ``metadata``, or (with
         ``without_metadata``) jobs that have none."""
         where = [Job.project_id == project_id]
@@ -167,9 +176,15 @@ class Jobs:
         return (row[0], row[1]) if row else None
 
     def move(
-        self, job_id: str, move: str, *, when: Sequence[ColumnElement[bool]] = (), event: str | None = None,
-        level: str = "info", **values: Any,
-    ) -> bool:  # fmt: skip
+        self,
+        job_id: str,
+        move: str,
+        *,
+        when: Sequence[ColumnElement[bool]] = (),
+        event: str | None = None,
+        level: str = "info",
+        **values: Any,
+    ) -> bool:
         """The one door through which a job's status changes, for the API and the worker alike: a
         compare-and-set ``UPDATE jobs ... WHERE id = :id AND status IN (allowed) [AND when]``. True if
         this call won; only then is ``event`` written, in the same transaction, so a lost race leaves
@@ -178,7 +193,9 @@ class Jobs:
         if status in TERMINAL:
             values.setdefault("finished_at", now())
         result = self.s.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(allowed), *when).values(status=status, **values),
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(allowed), *when)
+            .values(status=status, **values),
             execution_options={"synchronize_session": False},  # loaded rows may be stale: re-read them
         )
         won = result.rowcount == 1
@@ -223,24 +240,32 @@ class Jobs:
 
     def release_lease(self, job_id: str, owner: str) -> None:
         self.s.execute(
-            update(Job).where(Job.id == job_id, Job.lease_owner == owner).values(lease_owner=None, lease_expires_at=None),
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None),
             execution_options={"synchronize_session": False},
         )
 
     def orphaned(self) -> list[tuple[str, str]]:
         """(job id, owner) of jobs whose worker stopped renewing the lease: that worker is gone."""
         q = select(Job.id, Job.lease_owner).where(
-            Job.status.in_(("queued", "running")), Job.lease_owner.is_not(None), Job.lease_expires_at < time.time()
+            Job.status.in_(("queued", "running")),
+            Job.lease_owner.is_not(None),
+            Job.lease_expires_at < time.time(),
         )
         return [(row[0], row[1]) for row in self.s.execute(q)]
 
     def requeue_orphan(self, job_id: str, owner: str) -> bool:
         """Hand a dead worker's job to the queue again (with its message in the outbox)."""
         won = self.move(
-            job_id, "requeue", when=[Job.lease_owner == owner, Job.lease_expires_at < time.time()],
-            event=f"Worker {owner} stopped answering; job requeued to resume", level="warn",
-            lease_owner=None, lease_expires_at=None,
-        )  # fmt: skip
+            job_id,
+            "requeue",
+            when=[Job.lease_owner == owner, Job.lease_expires_at < time.time()],
+            event=f"Worker {owner} stopped answering; job requeued to resume",
+            level="warn",
+            lease_owner=None,
+            lease_expires_at=None,
+        )
         if won:
             Outboxes(self.s).add(job_id, self.s.scalar(select(Job.queue).where(Job.id == job_id)))
         return won
@@ -290,11 +315,16 @@ class Metrics:
     def __init__(self, session: Session):
         self.s = session
 
-    def put(self, job_id: str, kind: str, values: dict[str, Any], *, step=None, round=None, phase=None) -> None:
+    def put(
+        self, job_id: str, kind: str, values: dict[str, Any], *, step=None, round=None, phase=None
+    ) -> None:
         """Record one step (by step), round (by round) or eval (by phase and round: the periodic ones
         recur), replacing an earlier record of the same one: a retried or redone write leaves one row."""
-        key = {"step": Metric.step == step, "round": Metric.round == round,
-               "eval": and_(Metric.phase == phase, Metric.round == round)}[kind]  # fmt: skip
+        key = {
+            "step": Metric.step == step,
+            "round": Metric.round == round,
+            "eval": and_(Metric.phase == phase, Metric.round == round),
+        }[kind]
         self.s.execute(delete(Metric).where(Metric.job_id == job_id, Metric.kind == kind, key))
         self.s.add(Metric(job_id=job_id, kind=kind, values=values, step=step, round=round, phase=phase))
 
@@ -332,7 +362,9 @@ class Checkpoints:
         """Record a checkpoint, replacing an earlier one of the same round (a resumed run redid it)."""
         self.s.execute(
             delete(Checkpoint).where(
-                Checkpoint.job_id == ckpt.job_id, Checkpoint.round == ckpt.round, Checkpoint.final == ckpt.final
+                Checkpoint.job_id == ckpt.job_id,
+                Checkpoint.round == ckpt.round,
+                Checkpoint.final == ckpt.final,
             )
         )
         self.s.add(ckpt)
@@ -343,7 +375,11 @@ class Checkpoints:
         return self.s.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id == ckpt_id))
 
     def final(self, job_id: str) -> Checkpoint | None:
-        q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.final.desc(), Checkpoint.seq.desc())
+        q = (
+            select(Checkpoint)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.final.desc(), Checkpoint.seq.desc())
+        )
         return self.s.scalar(q.limit(1))
 
     def best(self, job_id: str) -> Checkpoint | None:
@@ -357,14 +393,19 @@ class Checkpoints:
         for c in self.s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, ~Checkpoint.final)):
             best = c.round == round_index
             if bool(c.metrics.get("best")) != best:
-                c.metrics = {**{k: v for k, v in c.metrics.items() if k != "best"}, **({"best": True} if best else {})}
+                c.metrics = {
+                    **{k: v for k, v in c.metrics.items() if k != "best"},
+                    **({"best": True} if best else {}),
+                }
                 changed = changed or best
         self.s.flush()
         return changed
 
     def rounds(self, job_id: str) -> set[int]:
         """Rounds with a recorded (not final) checkpoint."""
-        return set(self.s.scalars(select(Checkpoint.round).where(Checkpoint.job_id == job_id, ~Checkpoint.final)))
+        return set(
+            self.s.scalars(select(Checkpoint.round).where(Checkpoint.job_id == job_id, ~Checkpoint.final))
+        )
 
     def page(self, job_id: str, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
         return _page(self.s, Checkpoint, Checkpoint.job_id == job_id, after, limit)
@@ -383,21 +424,29 @@ class Preflights:
         return preflight
 
     def get(self, project_id: str, preflight_id: str) -> Preflight | None:
-        return self.s.scalar(select(Preflight).where(Preflight.id == preflight_id, Preflight.project_id == project_id))
+        return self.s.scalar(
+            select(Preflight).where(Preflight.id == preflight_id, Preflight.project_id == project_id)
+        )
 
     def by_id(self, preflight_id: str) -> Preflight | None:
         return self.s.scalar(select(Preflight).where(Preflight.id == preflight_id))
 
-    def _move(self, preflight_id: str, allowed: tuple[str, ...], status: str, *when: Any, **values: Any) -> bool:
+    def _move(
+        self, preflight_id: str, allowed: tuple[str, ...], status: str, *when: Any, **values: Any
+    ) -> bool:
         result = self.s.execute(
-            update(Preflight).where(Preflight.id == preflight_id, Preflight.status.in_(allowed), *when)
-            .values(status=status, **values), execution_options={"synchronize_session": False},
-        )  # fmt: skip
+            update(Preflight)
+            .where(Preflight.id == preflight_id, Preflight.status.in_(allowed), *when)
+            .values(status=status, **values),
+            execution_options={"synchronize_session": False},
+        )
         return result.rowcount == 1
 
     def start(self, preflight_id: str) -> bool:
         """Queued -> running, unless its deadline has passed."""
-        return self._move(preflight_id, ("queued",), "running", Preflight.deadline > time.time(), started_at=now())
+        return self._move(
+            preflight_id, ("queued",), "running", Preflight.deadline > time.time(), started_at=now()
+        )
 
     def succeed(self, preflight_id: str, report: dict[str, Any]) -> bool:
         return self._move(preflight_id, ("running",), "succeeded", report=report, finished_at=now())
@@ -407,8 +456,17 @@ class Preflights:
 
     def expire(self, preflight_id: str, grace_s: float) -> bool:
         """Fail a pre-flight still unfinished ``grace_s`` past its deadline (no worker took it, or it died)."""
-        error = {"code": "preflight_timeout", "param": "timeout_s",
-                 "message": "The pre-flight did not finish within timeout_s: no worker of its queue was free, "
-                            "or sampling and grading took longer"}  # fmt: skip
-        return self._move(preflight_id, ("queued", "running"), "failed", Preflight.deadline + grace_s < time.time(),
-                          error=error, finished_at=now())  # fmt: skip
+        error = {
+            "code": "preflight_timeout",
+            "param": "timeout_s",
+            "message": "The pre-flight did not finish within timeout_s: no worker of its queue was free, "
+            "or sampling and grading took longer",
+        }
+        return self._move(
+            preflight_id,
+            ("queued", "running"),
+            "failed",
+            Preflight.deadline + grace_s < time.time(),
+            error=error,
+            finished_at=now(),
+        )

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
         3600, ge=1, description="Seconds before Redis redelivers an unacknowledged job message"
     )
     artifacts_dir: Path = Field(
-        default_factory=lambda v: v["data_dir"] / "artifacts", description="Uploaded files and adapter archives"
+        default_factory=lambda v: v["data_dir"] / "artifacts",
+        description="Uploaded files and adapter archives",
     )
     runs_dir: Path = Field(
         default_factory=lambda v: v["data_dir"] / "runs",
@@ -57,19 +58,29 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How often each worker requeues orphaned jobs and publishes undelivered ones"
     )
     preflight_grace_seconds: float = Field(
-        60.0, ge=0, description="How long past its timeout_s an unfinished pre-flight may still report before it fails"
+        60.0,
+        ge=0,
+        description="How long past its timeout_s an unfinished pre-flight may still report before it fails",
     )
     db_retry_seconds: float = Field(
-        90.0, ge=0, description="How long a worker retries the database through an outage before the job fails"
+        90.0,
+        ge=0,
+        description="How long a worker retries the database through an outage before the job fails",
     )
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Largest upload")
     max_request_bytes: int = Field(
-        32 * 1024 * 1024, ge=1, description="Largest body of any other request (JSON); cut while it streams in"
+        32 * 1024 * 1024,
+        ge=1,
+        description="Largest body of any other request (JSON); cut while it streams in",
     )
     grader_runs_per_project: int = Field(
-        4, ge=1, description="Grader runs (/graders/run) one project may have going in one API process; more get 429"
+        4,
+        ge=1,
+        description="Grader runs (/graders/run) one project may have going in one API process; more get 429",
     )
-    grader_runs_total: int = Field(16, ge=1, description="Grader runs one API process works on at once; more wait")
+    grader_runs_total: int = Field(
+        16, ge=1, description="Grader runs one API process works on at once; more wait"
+    )
     metrics_token: str = Field("", description="When set, /metrics needs 'Authorization: Bearer <token>'")
     max_file_lines: int = Field(1_000_000, ge=1, description="Most JSONL lines in one upload")
 

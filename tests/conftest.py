@@ -38,8 +38,12 @@ def api_client(tmp_path):
     from store.repos import Keys
     from store.settings import Settings
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", broker_dir=tmp_path / "broker",
-                        artifacts_dir=tmp_path / "artifacts", runs_dir=tmp_path / "runs")  # fmt: skip
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        broker_dir=tmp_path / "broker",
+        artifacts_dir=tmp_path / "artifacts",
+        runs_dir=tmp_path / "runs",
+    )
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings))() as s:
         _, secret = Keys(s).create("p")

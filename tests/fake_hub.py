@@ -47,7 +47,9 @@ class FakeHub:
         self.repos[repo_id] = Repo(files, sha, gated)
 
     def add_directory(self, repo_id: str, directory: Path, extra: dict[str, bytes] | None = None) -> None:
-        files = {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+        files = {
+            str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+        }
         self.add_repo(repo_id, {**files, **(extra or {})})
 
     def downloads(self) -> list[str]:
@@ -90,9 +92,18 @@ class FakeHub:
         path = unquote(urlsplit(h.path).path)
         self.requests.append((h.command, path))
         if path.startswith("/cdn/"):
-            data = next((d for r in self.repos.values() for d in r.files.values()
-                         if hashlib.sha256(d).hexdigest() == path.removeprefix("/cdn/")), None)  # fmt: skip
-            return self._send(h, 200, data, {}, body) if data is not None else self._send(h, 404, b"", {}, body)
+            data = next(
+                (
+                    d
+                    for r in self.repos.values()
+                    for d in r.files.values()
+                    if hashlib.sha256(d).hexdigest() == path.removeprefix("/cdn/")
+                ),
+                None,
+            )
+            return (
+                self._send(h, 200, data, {}, body) if data is not None else self._send(h, 404, b"", {}, body)
+            )
         if path.startswith("/api/models/"):
             return self._api(h, path.removeprefix("/api/models/"), body)
         parts = path.strip("/").split("/")
@@ -103,8 +114,13 @@ class FakeHub:
     def _repo(self, h, repo_id: str, body: bool) -> Repo | None:
         repo = self.repos.get(repo_id)
         if repo is None:
-            self._send(h, 404, b'{"error": "Repository not found"}',
-                       {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, body)  # fmt: skip
+            self._send(
+                h,
+                404,
+                b'{"error": "Repository not found"}',
+                {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},
+                body,
+            )
         return repo
 
     def _api(self, h, rest: str, body: bool) -> None:
@@ -114,10 +130,20 @@ class FakeHub:
             return
         if len(parts) >= 3 and parts[2] == "tree":
             listing = [repo.meta(p) for p in sorted(repo.files)]
-            return self._send(h, 200, json.dumps(listing).encode(), {"Content-Type": "application/json"}, body)
-        siblings = [{"rfilename": p, "size": m["size"], "blobId": m["oid"]}
-                    for p in sorted(repo.files) for m in [repo.meta(p)]]  # fmt: skip
-        info = {"id": "/".join(parts[:2]), "sha": repo.sha, "siblings": siblings, "gated": "auto" if repo.gated else False}
+            return self._send(
+                h, 200, json.dumps(listing).encode(), {"Content-Type": "application/json"}, body
+            )
+        siblings = [
+            {"rfilename": p, "size": m["size"], "blobId": m["oid"]}
+            for p in sorted(repo.files)
+            for m in [repo.meta(p)]
+        ]
+        info = {
+            "id": "/".join(parts[:2]),
+            "sha": repo.sha,
+            "siblings": siblings,
+            "gated": "auto" if repo.gated else False,
+        }
         self._send(h, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
 
     def _resolve(self, h, repo_id: str, filename: str, body: bool) -> None:
@@ -133,13 +159,19 @@ class FakeHub:
         meta = repo.meta(filename)
         if "lfs" in meta:  # the Hub redirects LFS files to a CDN host, with the blob's metadata on the 302
             sha256 = meta["lfs"]["oid"]
-            headers |= {"Location": f"http://localhost:{self.port}/cdn/{sha256}", "X-Linked-Etag": f'"{sha256}"',
-                        "X-Linked-Size": str(meta["size"]), "ETag": f'"{meta["oid"]}"'}  # fmt: skip
+            headers |= {
+                "Location": f"http://localhost:{self.port}/cdn/{sha256}",
+                "X-Linked-Etag": f'"{sha256}"',
+                "X-Linked-Size": str(meta["size"]),
+                "ETag": f'"{meta["oid"]}"',
+            }
             return self._send(h, 302, b"", headers, body)
         self._send(h, 200, repo.files[filename], headers | {"ETag": f'"{meta["oid"]}"'}, body)
 
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str], body: bool) -> None:
+    def _send(
+        h: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str], body: bool
+    ) -> None:
         h.send_response(status)
         for key, value in headers.items():
             h.send_header(key, value)

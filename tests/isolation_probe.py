@@ -69,14 +69,29 @@ class DataDir:
     def item(self, checkout: Path) -> dict:
         """The probe's record: paths the sandbox must not show (the data's and the checkout's) and
         which entries of the checkout it may show (the directory of a venv inside it)."""
-        secrets = [self.root, self.db, self.upload, self.run_dir, self.run_dir / "config.json",
-                   checkout / "pyproject.toml", checkout / "api" / "app.py", checkout / "rapid_core"]  # fmt: skip
+        secrets = [
+            self.root,
+            self.db,
+            self.upload,
+            self.run_dir,
+            self.run_dir / "config.json",
+            checkout / "pyproject.toml",
+            checkout / "api" / "app.py",
+            checkout / "rapid_core",
+        ]
         from rapid_core.sandbox.backend import python_executable, visible_paths
 
-        venv = {Path(v).relative_to(checkout).parts[0] for v in visible_paths(python_executable())
-                if Path(v).is_relative_to(checkout)}  # fmt: skip
-        return {"secrets": [str(p) for p in secrets], "marker": self.marker, "checkout": str(checkout),
-                "checkout_allowed": sorted(venv)}  # fmt: skip
+        venv = {
+            Path(v).relative_to(checkout).parts[0]
+            for v in visible_paths(python_executable())
+            if Path(v).is_relative_to(checkout)
+        }
+        return {
+            "secrets": [str(p) for p in secrets],
+            "marker": self.marker,
+            "checkout": str(checkout),
+            "checkout_allowed": sorted(venv),
+        }
 
 
 @contextmanager

@@ -73,11 +73,16 @@ def grader_trouble(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
     latency = metrics.get("grader_latency_s") or {}
     total = sum(v for v in counts.values() if isinstance(v, int))
     what = ", ".join(f"{s} {n}" for s, n in failed.items())
-    times = ", ".join(f"{p} {latency[p]:.3g}s" for p in PERCENTILES if isinstance(latency.get(p), int | float))
+    times = ", ".join(
+        f"{p} {latency[p]:.3g}s" for p in PERCENTILES if isinstance(latency.get(p), int | float)
+    )
     message = f"Round {metrics.get('round')}: the grader failed on {sum(failed.values())} of {total} samples"
     message += f" ({what})" + (f"; grader latency {times}" if times else "")
-    data = {"round": metrics.get("round"), "grader_status": counts,
-            "grader_latency_s": {p: latency.get(p) for p in PERCENTILES}}  # fmt: skip
+    data = {
+        "round": metrics.get("round"),
+        "grader_status": counts,
+        "grader_latency_s": {p: latency.get(p) for p in PERCENTILES},
+    }
     return message, data
 
 
@@ -90,8 +95,15 @@ class JobRecorder(Callback):
     worker that lost the job writes nothing) and retried through a database outage of up to
     ``retry_for`` seconds; the trainer waits meanwhile."""
 
-    def __init__(self, job_id: str, sessions: sessionmaker[Session], artifacts: Artifacts, lease: LeaseKeeper,
-                 checkpoint_name: str, retry_for: float):  # fmt: skip
+    def __init__(
+        self,
+        job_id: str,
+        sessions: sessionmaker[Session],
+        artifacts: Artifacts,
+        lease: LeaseKeeper,
+        checkpoint_name: str,
+        retry_for: float,
+    ):
         self.job_id, self.sessions, self.artifacts, self.lease = job_id, sessions, artifacts, lease
         self.checkpoint_name, self.retry_for = checkpoint_name, retry_for
         self.step = 0
@@ -120,7 +132,9 @@ class JobRecorder(Callback):
 
         def record(s: Session) -> None:
             Metrics(s).drop_from_round(self.job_id, resumed)  # rounds this run does (again)
-            message = f"Training resumed from the checkpoint of round {resumed}" if resumed else "Training started"
+            message = (
+                f"Training resumed from the checkpoint of round {resumed}" if resumed else "Training started"
+            )
             Events(s).add(self.job_id, message, data=info)
 
         self.write(record)
@@ -144,7 +158,9 @@ class JobRecorder(Callback):
         metrics = jsonable(metrics)
         self.step = int(metrics.get("step", self.step + 1))
         self.last_step = metrics
-        self.write(lambda s: Metrics(s).put(self.job_id, "step", metrics, step=self.step, round=metrics.get("round")))
+        self.write(
+            lambda s: Metrics(s).put(self.job_id, "step", metrics, step=self.step, round=metrics.get("round"))
+        )
 
     def on_round(self, metrics: dict[str, Any]) -> None:
         metrics = jsonable(metrics)
@@ -180,15 +196,32 @@ class JobRecorder(Callback):
         metrics.update(held_out_metrics(self.last_eval, round_index))
         suffix = "final" if final else f"ckpt-step-{self.step}"
         checkpoints = Checkpoints(s)
-        checkpoints.put(Checkpoint(job_id=self.job_id, round=round_index, step_number=self.step, final=final,
-                                   name=f"{self.checkpoint_name}:{suffix}", metrics=metrics, storage_key=key))  # fmt: skip
+        checkpoints.put(
+            Checkpoint(
+                job_id=self.job_id,
+                round=round_index,
+                step_number=self.step,
+                final=final,
+                name=f"{self.checkpoint_name}:{suffix}",
+                metrics=metrics,
+                storage_key=key,
+            )
+        )
         what = "Final adapter" if final else f"Checkpoint of round {round_index}"
         Events(s).add(self.job_id, f"{what} saved at step {self.step}")
         best = self.best
-        if not final and best and best.get("round") == round_index and checkpoints.mark_best(self.job_id, round_index):
-            Events(s).add(self.job_id, f"New best checkpoint: step {best['step']} (round {round_index}), held-out "
-                          f"pass@1 {best['pass@1']:.3g} on {best.get('problems')} problems",
-                          data={k: best.get(k) for k in ("step", "round", "pass@1", "problems")})  # no worker paths
+        if (
+            not final
+            and best
+            and best.get("round") == round_index
+            and checkpoints.mark_best(self.job_id, round_index)
+        ):
+            Events(s).add(
+                self.job_id,
+                f"New best checkpoint: step {best['step']} (round {round_index}), held-out "
+                f"pass@1 {best['pass@1']:.3g} on {best.get('problems')} problems",
+                data={k: best.get(k) for k in ("step", "round", "pass@1", "problems")},
+            )  # no worker paths
 
     def should_stop(self) -> str | None:
         if self.lease.lost:
@@ -196,7 +229,9 @@ class JobRecorder(Callback):
         now = time.monotonic()
         if self._stop is None and now - self._polled_at >= STOP_POLL_SECONDS:
             self._polled_at = now
-            found = transact(self.sessions, lambda s: Jobs(s).status_and_owner(self.job_id), retry_for=self.retry_for)
+            found = transact(
+                self.sessions, lambda s: Jobs(s).status_and_owner(self.job_id), retry_for=self.retry_for
+            )
             status, owner = found or ("cancelled", None)
             if owner != self.lease.owner:
                 self.lease.lost = True
@@ -211,8 +246,11 @@ def held_out_metrics(evaluation: dict[str, Any], round_index: int) -> dict[str, 
     if not evaluation or evaluation.get("round") != round_index:
         return {}
     pass_at = {f"full_valid_{k}": v for k, v in evaluation.items() if k.startswith("pass@")}
-    return {**pass_at, "full_valid_mean_reward": evaluation.get("mean_reward"),
-            "full_valid_problems": evaluation.get("problems")}  # fmt: skip
+    return {
+        **pass_at,
+        "full_valid_mean_reward": evaluation.get("mean_reward"),
+        "full_valid_problems": evaluation.get("problems"),
+    }
 
 
 def checkpoint_key(job_id: str, round_index: int) -> str:
@@ -236,7 +274,11 @@ class LeaseKeeper:
         self._done.set()
         self._thread.join()
         try:
-            transact(self.sessions, lambda s: Jobs(s).release_lease(self.job_id, self.owner), retry_for=self.seconds)
+            transact(
+                self.sessions,
+                lambda s: Jobs(s).release_lease(self.job_id, self.owner),
+                retry_for=self.seconds,
+            )
         except Exception:  # the lease runs out by itself
             log.warning("could not release the lease of %s", self.job_id)
 
@@ -244,7 +286,9 @@ class LeaseKeeper:
         wait = self.seconds / 4
         while not self._done.wait(wait):
             try:
-                renewed = transact(self.sessions, lambda s: Jobs(s).renew_lease(self.job_id, self.owner, self.seconds))
+                renewed = transact(
+                    self.sessions, lambda s: Jobs(s).renew_lease(self.job_id, self.owner, self.seconds)
+                )
             except Exception:  # a database blip: try again soon, before the lease runs out
                 wait = min(1.0, self.seconds / 4)
                 continue

@@ -38,8 +38,14 @@ def run_preflight(preflight_id: str, settings: Settings, sessions: sessionmaker[
             return None
         training = Files(s).by_id(row.training_file)
         if training is None:  # deleted since: a pre-flight does not hold its file as a job does
-            Preflights(s).fail(preflight_id, {"code": "invalid_job", "param": "training_file",
-                                              "message": f"The training file {row.training_file} was deleted"})  # fmt: skip
+            Preflights(s).fail(
+                preflight_id,
+                {
+                    "code": "invalid_job",
+                    "param": "training_file",
+                    "message": f"The training file {row.training_file} was deleted",
+                },
+            )
             return None
         return dict(row.config), training.storage_key, row.prompts, row.deadline
 
@@ -50,7 +56,9 @@ def run_preflight(preflight_id: str, settings: Settings, sessions: sessionmaker[
     scratch = Path(tempfile.mkdtemp(prefix=f"{preflight_id}-", dir=settings.runs_dir))
     try:
         cfg = TrainConfig.model_validate(config)
-        paths = RunPaths(output_dir=scratch, data_path=str(LocalArtifacts(settings.artifacts_dir).local_path(training_key)))
+        paths = RunPaths(
+            output_dir=scratch, data_path=str(LocalArtifacts(settings.artifacts_dir).local_path(training_key))
+        )
         report = measure(cfg, paths, prompts, deadline)
         transact(sessions, lambda s: Preflights(s).succeed(preflight_id, report), retry_for=retry)
         return "succeeded"
@@ -86,7 +94,9 @@ def measure(cfg: TrainConfig, paths: RunPaths, prompts: int, deadline: float) ->
     policy = load_policy(cfg)
     engine = make_engine(cfg, policy)
     g, sampling = cfg.group_size, Sampling(cfg.temperature, cfg.max_new_tokens)
-    order = prompt_indices(len(task.train), 0, min(prompts, len(task.train)), cfg.seed)  # the job's first prompts
+    order = prompt_indices(
+        len(task.train), 0, min(prompts, len(task.train)), cfg.seed
+    )  # the job's first prompts
     chunk = max(1, cfg.gen_micro_batch // g)  # prompts per generate call, as the engine batches a round
     scores, statuses, lengths, truncated, latencies = [], [], [], [], []
     generate_s = grade_s = 0.0
@@ -96,7 +106,9 @@ def measure(cfg: TrainConfig, paths: RunPaths, prompts: int, deadline: float) ->
             break  # out of time: report what was measured
         records = [task.train[i] for i in order[start : start + chunk]]
         t0 = time.perf_counter()
-        rollouts = engine.generate([prompt_token_ids(policy.tokenizer, r["messages"]) for r in records], g, sampling)
+        rollouts = engine.generate(
+            [prompt_token_ids(policy.tokenizer, r["messages"]) for r in records], g, sampling
+        )
         t1 = time.perf_counter()
         grades = grader.grade_batch([r for r in records for _ in range(g)], rollouts.texts)
         generate_s, grade_s = generate_s + t1 - t0, grade_s + time.perf_counter() - t1
@@ -105,7 +117,9 @@ def measure(cfg: TrainConfig, paths: RunPaths, prompts: int, deadline: float) ->
         latencies += [gr.seconds for gr in grades]
         lengths += [len(c) for c in rollouts.completion_ids]
         truncated += [reason == "length" for reason in rollouts.finish_reasons]
-        first_failure = first_failure or next((gr.detail for gr in grades if gr.status not in ("ok", "wrong")), "")
+        first_failure = first_failure or next(
+            (gr.detail for gr in grades if gr.status not in ("ok", "wrong")), ""
+        )
         last = (rollouts, torch.tensor([gr.score for gr in grades], dtype=torch.float32))
 
     step_s = None
@@ -119,8 +133,16 @@ def measure(cfg: TrainConfig, paths: RunPaths, prompts: int, deadline: float) ->
         optimizer_step(state, rollouts, adv, rows, 0, LOSSES.get(cfg.algorithm, "algorithm"))
         step_s = (time.perf_counter() - t0) * cfg.mini_batch_size / len(rows)
     measured = Measured(
-        scores=scores, statuses=statuses, completion_tokens=lengths, truncated=truncated, grade_seconds=latencies,
-        group_size=g, max_new_tokens=cfg.max_new_tokens, generate_s=generate_s, grade_s=grade_s,
-        train_step_s=step_s, first_failure=first_failure,
-    )  # fmt: skip
+        scores=scores,
+        statuses=statuses,
+        completion_tokens=lengths,
+        truncated=truncated,
+        grade_seconds=latencies,
+        group_size=g,
+        max_new_tokens=cfg.max_new_tokens,
+        generate_s=generate_s,
+        grade_s=grade_s,
+        train_step_s=step_s,
+        first_failure=first_failure,
+    )
     return preflight_report(measured, job_size(cfg)) | {"device": str(policy.device), "model": cfg.model}

@@ -62,9 +62,12 @@ def run_job(job_id: str, settings: Settings, sessions: sessionmaker[Session]) ->
             reconcile_checkpoints(recorder, artifacts, output_dir)
             cfg = TrainConfig.model_validate(claimed.config)  # the API validated and stored it: no re-mapping
             paths = RunPaths(
-                output_dir=output_dir, data_path=str(artifacts.local_path(claimed.training_key)),
-                eval_path=str(artifacts.local_path(claimed.validation_key)) if claimed.validation_key else None,
-            )  # fmt: skip
+                output_dir=output_dir,
+                data_path=str(artifacts.local_path(claimed.training_key)),
+                eval_path=str(artifacts.local_path(claimed.validation_key))
+                if claimed.validation_key
+                else None,
+            )
             download_model(cfg.model, progress=lambda message: _event(recorder, message))  # once, as events
             from rapid_core.trainer import train  # torch loads here, in the worker only
 
@@ -91,17 +94,23 @@ def _claim(s: Session, job_id: str, owner: str, lease_seconds: float) -> Claimed
         return None
     last = Checkpoints(s).final(job_id)
     note = f"; continuing after the checkpoint of round {last.round}" if last else ""
-    started = jobs.move(job_id, "start", when=[Job.lease_owner == owner], started_at=func.coalesce(Job.started_at, now()),
-                        event=f"Job running on worker {owner} (attempt {job.attempts + 1}){note}")  # fmt: skip
+    started = jobs.move(
+        job_id,
+        "start",
+        when=[Job.lease_owner == owner],
+        started_at=func.coalesce(Job.started_at, now()),
+        event=f"Job running on worker {owner} (attempt {job.attempts + 1}){note}",
+    )
     if not started:
         s.rollback()
         return None
     validation = Files(s).by_id(job.validation_file) if job.validation_file else None
     return Claimed(
-        config=dict(job.config), training_key=Files(s).by_id(job.training_file).storage_key,
+        config=dict(job.config),
+        training_key=Files(s).by_id(job.training_file).storage_key,
         validation_key=validation.storage_key if validation else None,
         checkpoint_name=f"ft:{job.model}:{job.suffix or 'rapid'}:{job.id}",
-    )  # fmt: skip
+    )
 
 
 def reconcile_checkpoints(recorder: JobRecorder, artifacts: Artifacts, output_dir: Path) -> None:
@@ -158,8 +167,16 @@ def failure(err: Exception, output_dir: Path) -> dict:
 
 def _fail(recorder: JobRecorder, error: dict) -> None:
     try:
-        recorder.write(lambda s: Jobs(s).move(recorder.job_id, "fail", when=[Job.lease_owner == recorder.lease.owner],
-                                              error=error, event=f"Job failed: {error['message']}", level="error"))  # fmt: skip
+        recorder.write(
+            lambda s: Jobs(s).move(
+                recorder.job_id,
+                "fail",
+                when=[Job.lease_owner == recorder.lease.owner],
+                error=error,
+                event=f"Job failed: {error['message']}",
+                level="error",
+            )
+        )
     except (
         StoreUnavailable,
         Cancelled,
@@ -178,10 +195,13 @@ def _finish(recorder: JobRecorder, artifacts: Artifacts, output_dir: Path, summa
 
     def succeed(s: Session) -> str | None:
         won = Jobs(s).move(
-            job_id, "succeed", when=[Job.lease_owner == recorder.lease.owner], summary=summary,
+            job_id,
+            "succeed",
+            when=[Job.lease_owner == recorder.lease.owner],
+            summary=summary,
             trained_tokens=int(tokens) if isinstance(tokens, int | float) else None,
             fine_tuned_model=recorder.checkpoint_name,
-        )  # fmt: skip
+        )
         if not won:
             return Jobs(s).status(job_id) or "gone"
         recorder.record_checkpoint(s, key, round_index, final=True)

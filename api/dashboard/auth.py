@@ -54,8 +54,9 @@ def safe_next(path: str | None) -> str:
 
 
 def set_key_cookie(response, request: Request, key: str) -> None:
-    response.set_cookie(COOKIE, key.strip(), path=PATH, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")  # fmt: skip
+    response.set_cookie(
+        COOKIE, key.strip(), path=PATH, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
 
 
 def clear_key_cookie(response) -> None:

@@ -25,8 +25,10 @@ templates.env.filters["when"] = lambda t: (
 )
 templates.env.filters["num"] = lambda v, f=".3f": format(v, f) if isinstance(v, int | float) else "–"
 # Pages load only their own scripts and styles; uPlot styles its elements through the DOM.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")  # fmt: skip
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
 
 router = APIRouter(prefix=auth.PATH, include_in_schema=False)
 Session_ = Depends(session)
@@ -74,9 +76,12 @@ def logout() -> RedirectResponse:
 
 @router.get("/jobs")
 def job_list(
-    request: Request, after: str | None = None, limit: int = Query(50, ge=1, le=200),
-    s: Session = Session_, project: str = Project,
-) -> HTMLResponse:  # fmt: skip
+    request: Request,
+    after: str | None = None,
+    limit: int = Query(50, ge=1, le=200),
+    s: Session = Session_,
+    project: str = Project,
+) -> HTMLResponse:
     rows, more = service.job_rows(s, project, after, limit)
     live = any(r.job.status in ("queued", "running") for r in rows)
     return render(request, "jobs.html", {"rows": rows, "more": more, "live": live})
@@ -87,24 +92,36 @@ def job_detail(request: Request, job_id: str, s: Session = Session_, project: st
     return _job_page(request, s, project, job_id)
 
 
-def _job_page(request: Request, s: Session, project: str, job_id: str, error: str | None = None,
-              status: int = 200) -> HTMLResponse:  # fmt: skip
+def _job_page(
+    request: Request, s: Session, project: str, job_id: str, error: str | None = None, status: int = 200
+) -> HTMLResponse:
     try:
         page = service.job_page(s, project, job_id)
     except ApiError as err:
         return render(request, "not_found.html", {"message": err.message}, status=err.status)
-    charts = {"plots": [{**p, "series": [list(x) for x in p["series"]]} for p in views.PLOTS],
-              "data": page.series}  # fmt: skip
-    context = {"page": page, "job": page.job, "error": error, "charts": charts,
-               "live": page.job.status in ("queued", "running")}  # fmt: skip
+    charts = {
+        "plots": [{**p, "series": [list(x) for x in p["series"]]} for p in views.PLOTS],
+        "data": page.series,
+    }
+    context = {
+        "page": page,
+        "job": page.job,
+        "error": error,
+        "charts": charts,
+        "live": page.job.status in ("queued", "running"),
+    }
     return render(request, "job.html", context, status=status)
 
 
 @router.post("/jobs/{job_id}/{action}", dependencies=[Depends(auth.same_origin)])
 def job_action(
-    request: Request, job_id: str, action: Literal["cancel", "pause", "resume"],
-    rt: Runtime = Depends(runtime), s: Session = Session_, project: str = Project,
-) -> Response:  # fmt: skip
+    request: Request,
+    job_id: str,
+    action: Literal["cancel", "pause", "resume"],
+    rt: Runtime = Depends(runtime),
+    s: Session = Session_,
+    project: str = Project,
+) -> Response:
     try:
         if action == "cancel":
             jobs.cancel_job(s, project, job_id)
@@ -120,8 +137,13 @@ def job_action(
 
 
 @router.get("/jobs/{job_id}/checkpoints/{checkpoint_id}/adapter")
-def checkpoint_adapter(job_id: str, checkpoint_id: str, rt: Runtime = Depends(runtime), s: Session = Session_,
-                       project: str = Project) -> StreamingResponse:  # fmt: skip
+def checkpoint_adapter(
+    job_id: str,
+    checkpoint_id: str,
+    rt: Runtime = Depends(runtime),
+    s: Session = Session_,
+    project: str = Project,
+) -> StreamingResponse:
     ckpt = jobs.get_checkpoint(s, project, job_id, checkpoint_id)
     name = f"{job_id}-{'final' if ckpt.final else f'round-{ckpt.round}'}-adapter.tar.gz"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}

@@ -12,24 +12,67 @@ from rapid_core.config import TrainConfig
 # Each plot: id, title, x axis ("round", "step" or "eval"), the (metric key, label) series drawn, and
 # "unit": "share" for values in [0, 1] (drawn on a 0..1 axis that grows only if a value leaves it).
 PLOTS: list[dict[str, Any]] = [
-    {"id": "reward", "unit": "share", "title": "Reward and accuracy per round", "x": "round",
-     "series": [("reward_mean", "reward"), ("accuracy", "accuracy")]},
-    {"id": "eval", "unit": "share", "title": "Held-out evaluation (before / after)", "x": "eval",
-     "series": [("pass@1", "pass@1"), ("pass@k", "pass@k")]},
-    {"id": "signal", "unit": "share", "title": "Learning signal per round", "x": "round",
-     "series": [("frac_zero_std", "groups with equal rewards"), ("truncated_share", "truncated")]},
-    {"id": "staleness", "title": "Staleness (optimizer steps behind the sampler)", "x": "round",
-     "series": [("staleness_mean", "mean"), ("staleness_max", "max")]},
-    {"id": "ess", "unit": "share", "title": "Effective sample size (share of the mini-batch)", "x": "step",
-     "series": [("ess", "ESS")]},
-    {"id": "clip", "unit": "share", "title": "Clip fraction", "x": "step", "series": [("clip_frac", "clipped")]},
-    {"id": "kl", "title": "Approx KL (policy vs sampler)", "x": "step", "series": [("approx_kl", "approx KL")]},
+    {
+        "id": "reward",
+        "unit": "share",
+        "title": "Reward and accuracy per round",
+        "x": "round",
+        "series": [("reward_mean", "reward"), ("accuracy", "accuracy")],
+    },
+    {
+        "id": "eval",
+        "unit": "share",
+        "title": "Held-out evaluation (before / after)",
+        "x": "eval",
+        "series": [("pass@1", "pass@1"), ("pass@k", "pass@k")],
+    },
+    {
+        "id": "signal",
+        "unit": "share",
+        "title": "Learning signal per round",
+        "x": "round",
+        "series": [("frac_zero_std", "groups with equal rewards"), ("truncated_share", "truncated")],
+    },
+    {
+        "id": "staleness",
+        "title": "Staleness (optimizer steps behind the sampler)",
+        "x": "round",
+        "series": [("staleness_mean", "mean"), ("staleness_max", "max")],
+    },
+    {
+        "id": "ess",
+        "unit": "share",
+        "title": "Effective sample size (share of the mini-batch)",
+        "x": "step",
+        "series": [("ess", "ESS")],
+    },
+    {
+        "id": "clip",
+        "unit": "share",
+        "title": "Clip fraction",
+        "x": "step",
+        "series": [("clip_frac", "clipped")],
+    },
+    {
+        "id": "kl",
+        "title": "Approx KL (policy vs sampler)",
+        "x": "step",
+        "series": [("approx_kl", "approx KL")],
+    },
     {"id": "grad", "title": "Gradient norm", "x": "step", "series": [("grad_norm", "grad norm")]},
-    {"id": "time", "title": "Seconds per round", "x": "round",
-     "series": [("gen_s", "generation"), ("reward_s", "reward"), ("train_s", "training")]},
-    {"id": "speed", "title": "Generated tokens per second", "x": "round",
-     "series": [("gen_tokens_per_s", "tokens/s")]},
-]  # fmt: skip
+    {
+        "id": "time",
+        "title": "Seconds per round",
+        "x": "round",
+        "series": [("gen_s", "generation"), ("reward_s", "reward"), ("train_s", "training")],
+    },
+    {
+        "id": "speed",
+        "title": "Generated tokens per second",
+        "x": "round",
+        "series": [("gen_tokens_per_s", "tokens/s")],
+    },
+]
 
 # Thresholds of the health checks: past these a run is probably wasting its time.
 NO_SIGNAL_SHARE = 0.9  # groups whose G rewards are all equal give zero advantage
@@ -58,7 +101,9 @@ def total_rounds(config: dict[str, Any]) -> int | None:
     cfg = TrainConfig.model_construct(**config)
     limits = [cfg.rounds] if cfg.rounds is not None else []
     if cfg.max_samples is not None:
-        limits.append(-(-cfg.max_samples // cfg.inference_batch))  # auto: an estimate from the first round's B
+        limits.append(
+            -(-cfg.max_samples // cfg.inference_batch)
+        )  # auto: an estimate from the first round's B
     return min(limits) if limits else None
 
 
@@ -89,8 +134,9 @@ def duration(seconds: float | None) -> str:
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
 
 
-def series(rounds: list[dict], steps: list[dict], evals: dict[str, dict], final_step: int,
-           interval: list[dict] = ()) -> dict[str, Any]:  # fmt: skip
+def series(
+    rounds: list[dict], steps: list[dict], evals: dict[str, dict], final_step: int, interval: list[dict] = ()
+) -> dict[str, Any]:
     """Columns for the plots: {"round": {"x": [...], key: [...]}, "step": {...}, "eval": {...}}; the
     eval plot has before (step 0), the ``interval`` evaluations (eval_interval, at their step) and after.
     A missing or non-finite value is null, which the chart draws as a gap."""
@@ -139,16 +185,29 @@ def health(rounds: list[dict], steps: list[dict]) -> list[tuple[str, str]]:
         found.append(("error", "A recent step had a non-finite loss or gradient norm"))
     no_signal = _mean([r.get("frac_zero_std") for r in recent])
     if no_signal is not None and no_signal >= NO_SIGNAL_SHARE:
-        found.append(("warn", f"{no_signal:.0%} of groups have identical rewards: the grader gives almost "
-                              "no learning signal (task too hard or too easy, or a grader that never varies)"))  # fmt: skip
-    failures = sum((r.get("grader_status") or {}).get(s, 0) for r in recent
-                   for s in ("timeout", "error", "sandbox_failure"))  # fmt: skip
+        found.append(
+            (
+                "warn",
+                f"{no_signal:.0%} of groups have identical rewards: the grader gives almost "
+                "no learning signal (task too hard or too easy, or a grader that never varies)",
+            )
+        )
+    failures = sum(
+        (r.get("grader_status") or {}).get(s, 0)
+        for r in recent
+        for s in ("timeout", "error", "sandbox_failure")
+    )
     if failures:
         found.append(("warn", f"The grader failed on {failures} samples in the last {len(recent)} rounds"))
     clip = _mean([s.get("clip_frac") for s in recent_steps])
     if clip is not None and clip > CLIP_WARN:
-        found.append(("warn", f"{clip:.0%} of importance weights are clipped: the policy moves far from the "
-                              "sampler within a round (lower the learning rate or the batch ratio U)"))  # fmt: skip
+        found.append(
+            (
+                "warn",
+                f"{clip:.0%} of importance weights are clipped: the policy moves far from the "
+                "sampler within a round (lower the learning rate or the batch ratio U)",
+            )
+        )
     ess = _mean([s.get("ess") for s in recent_steps])
     if ess is not None and ess < ESS_WARN:
         found.append(

@@ -19,20 +19,28 @@ router = APIRouter(prefix="/v1/files", tags=["files"], route_class=StrictRoute, 
 
 @router.post("", openapi_extra=files.UPLOAD_SCHEMA)
 async def create_file(
-    request: Request, rt: Runtime = Depends(runtime), s: Session = Depends(session), project: str = Depends(project_id),
+    request: Request,
+    rt: Runtime = Depends(runtime),
+    s: Session = Depends(session),
+    project: str = Depends(project_id),
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1, max_length=255),
-) -> FileObject:  # fmt: skip
+) -> FileObject:
     """Multipart ``file`` and ``purpose``, read as they stream in (see ``files.receive_file``). A retry
     with the same Idempotency-Key and the same file returns the first upload."""
-    return file_object(await files.receive_file(request, s, rt.artifacts, rt.settings, project, idempotency_key))
+    return file_object(
+        await files.receive_file(request, s, rt.artifacts, rt.settings, project, idempotency_key)
+    )
 
 
 @router.get("")
 def list_files(
-    after: str | None = None, limit: int = Query(10000, ge=1, le=10000), order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+    limit: int = Query(10000, ge=1, le=10000),
+    order: Literal["asc", "desc"] = "desc",
     purpose: str | None = Query(None, max_length=64, description="Only files of this purpose"),
-    s: Session = Depends(session), project: str = Depends(project_id),
-) -> FileList:  # fmt: skip
+    s: Session = Depends(session),
+    project: str = Depends(project_id),
+) -> FileList:
     if purpose is not None and purpose not in files.PURPOSES:  # every file here is a fine-tune file
         return FileList(data=[], first_id=None, last_id=None, has_more=False)
     items, more = files.list_files(s, project, after, limit, newest_first=order == "desc")
@@ -46,8 +54,16 @@ def retrieve_file(
     return file_object(files.get_file(s, project, file_id))
 
 
-@router.get("/{file_id}/content", response_class=StreamingResponse, responses={
-    200: {"content": {"application/jsonl": {"schema": {"type": "string"}}}, "description": "The file's lines"}})  # fmt: skip
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/jsonl": {"schema": {"type": "string"}}},
+            "description": "The file's lines",
+        }
+    },
+)
 def file_content(
     file_id: str,
     rt: Runtime = Depends(runtime),

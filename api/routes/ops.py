@@ -28,7 +28,9 @@ def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks = ops.readiness(rt)
     if all(checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
-    return JSONResponse({"status": "unavailable", "checks": checks}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return JSONResponse(
+        {"status": "unavailable", "checks": checks}, 503, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
@@ -39,7 +41,9 @@ def metrics(request: Request, rt: Runtime = Depends(runtime)) -> Response:
     token = rt.settings.metrics_token
     given = request.headers.get("authorization", "").encode()
     if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
-        raise Unauthorized("/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token")
+        raise Unauthorized(
+            "/metrics needs 'Authorization: Bearer <metrics token>'", code="invalid_metrics_token"
+        )
     counts = ops.job_counts(rt)
     for status in JOB_STATUSES:
         JOBS.labels(status).set(counts.get(status, 0))

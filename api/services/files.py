@@ -25,10 +25,23 @@ from store.settings import Settings
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
 # The upload's body as OpenAPI shows it (the route reads it itself, so FastAPI cannot infer it).
-UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file", "purpose"],
-    "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": list(PURPOSES)}},
-}}}}}  # fmt: skip
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": list(PURPOSES)},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def _spool(src: BinaryIO, dst: Path, limit: int) -> tuple[int, str]:
@@ -55,22 +68,32 @@ def validate_jsonl(path: Path, max_lines: int) -> tuple[int, list[str]]:
                 continue
             count += 1
             if count > max_lines:
-                raise InvalidRequest(f"File has more than the limit of {max_lines} lines", "file", "too_many_lines")
+                raise InvalidRequest(
+                    f"File has more than the limit of {max_lines} lines", "file", "too_many_lines"
+                )
             try:
                 row = strict_json.loads(raw)
             except strict_json.JsonError as err:
                 where = f" at {err.path}" if err.path else ""
-                raise InvalidRequest(f"Line {n} is not valid JSON{where}: {err.message}", "file", "invalid_jsonl") from None
+                raise InvalidRequest(
+                    f"Line {n} is not valid JSON{where}: {err.message}", "file", "invalid_jsonl"
+                ) from None
             if not isinstance(row, dict):
                 raise InvalidRequest(f"Line {n} is not a JSON object", "file", "invalid_jsonl")
             messages = row.get("messages")
-            if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in messages
+            if (
+                not isinstance(messages, list)
+                or not messages
+                or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m
+                    for m in messages
+                )
             ):
                 raise InvalidRequest(
                     f"Line {n}: 'messages' must be a non-empty list of {{role, content}} objects",
-                    "file", "invalid_jsonl",
-                )  # fmt: skip
+                    "file",
+                    "invalid_jsonl",
+                )
             common = set(row) if common is None else common & set(row)
     if count == 0:
         raise InvalidRequest("File has no records", "file", "empty_file")
@@ -78,9 +101,13 @@ def validate_jsonl(path: Path, max_lines: int) -> tuple[int, list[str]]:
 
 
 async def receive_file(
-    request: Request, s: Session, store: Artifacts, settings: Settings, project_id: str,
+    request: Request,
+    s: Session,
+    store: Artifacts,
+    settings: Settings,
+    project_id: str,
     idempotency_key: str | None = None,
-) -> File:  # fmt: skip
+) -> File:
     """Parse the multipart body as it arrives, then check and store the file on a worker thread.
 
     Starlette spools the part to an unnamed temporary file (nothing is left behind if the upload
@@ -92,23 +119,34 @@ async def receive_file(
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("Missing the 'file' part of the multipart body", "file", "missing_file")
         if not isinstance(purpose, str):
-            raise InvalidRequest("Missing the 'purpose' field of the multipart body", "purpose", "missing_purpose")
+            raise InvalidRequest(
+                "Missing the 'purpose' field of the multipart body", "purpose", "missing_purpose"
+            )
         filename = upload.filename or "upload.jsonl"
-        return await run_in_threadpool(create_file, s, store, settings, project_id, upload.file, filename, purpose,
-                                       idempotency_key)  # fmt: skip
+        return await run_in_threadpool(
+            create_file, s, store, settings, project_id, upload.file, filename, purpose, idempotency_key
+        )
 
 
 def _earlier(s: Session, project_id: str, key: str, digest: str) -> File | None:
     file = Files(s).by_idempotency_key(project_id, key)
     if file is not None and file.request_hash != digest:
-        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different upload (file {file.id})")
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was used for a different upload (file {file.id})"
+        )
     return file
 
 
 def create_file(
-    s: Session, store: Artifacts, settings: Settings, project_id: str, src: BinaryIO, filename: str, purpose: str,
+    s: Session,
+    store: Artifacts,
+    settings: Settings,
+    project_id: str,
+    src: BinaryIO,
+    filename: str,
+    purpose: str,
     idempotency_key: str | None = None,
-) -> File:  # fmt: skip
+) -> File:
     """Check and store an upload: the artifact first, then its row, so a row never names a missing file.
     A retry with the same ``idempotency_key``, content, name and purpose returns the first upload."""
     if "\x00" in filename:
@@ -123,9 +161,18 @@ def create_file(
             return earlier
         lines, fields = validate_jsonl(path, settings.max_file_lines)
         file_id = new_id("file")
-        file = File(id=file_id, project_id=project_id, filename=filename[:255], purpose=purpose, bytes=size,
-                    lines=lines, fields=fields, storage_key=f"files/{file_id}.jsonl",
-                    idempotency_key=idempotency_key, request_hash=digest if idempotency_key else None)  # fmt: skip
+        file = File(
+            id=file_id,
+            project_id=project_id,
+            filename=filename[:255],
+            purpose=purpose,
+            bytes=size,
+            lines=lines,
+            fields=fields,
+            storage_key=f"files/{file_id}.jsonl",
+            idempotency_key=idempotency_key,
+            request_hash=digest if idempotency_key else None,
+        )
         # Stored before the row, which is committed at once: no database transaction stays open
         # while the bytes are copied, and a row never points at a missing file.
         store.put_file(file.storage_key, path)
@@ -135,14 +182,19 @@ def create_file(
     except BaseException as err:
         s.rollback()
         store.delete(file.storage_key)
-        if isinstance(err, IntegrityError) and idempotency_key and (earlier := _earlier(s, project_id, idempotency_key, digest)):
+        if (
+            isinstance(err, IntegrityError)
+            and idempotency_key
+            and (earlier := _earlier(s, project_id, idempotency_key, digest))
+        ):
             return earlier  # a concurrent retry with the same key won
         raise
     return file
 
 
-def list_files(s: Session, project_id: str, after: str | None, limit: int, newest_first: bool = True
-               ) -> tuple[list[File], bool]:  # fmt: skip
+def list_files(
+    s: Session, project_id: str, after: str | None, limit: int, newest_first: bool = True
+) -> tuple[list[File], bool]:
     try:
         return Files(s).page(project_id, after, limit, newest_first)
     except UnknownCursor:
@@ -168,7 +220,9 @@ def delete_file(s: Session, store: Artifacts, project_id: str, file_id: str) -> 
     file = get_file(s, project_id, file_id)
     in_use = Jobs(s).using_file(file.id)
     if in_use:
-        raise InvalidRequest(f"File {file.id} is used by job {in_use}, which has not finished", "file_id", "file_in_use")
+        raise InvalidRequest(
+            f"File {file.id} is used by job {in_use}, which has not finished", "file_id", "file_in_use"
+        )
     Files(s).delete(file)
     s.commit()
     store.delete(file.storage_key)

@@ -34,8 +34,11 @@ class GraderGate:
         from rapid_core.sandbox import owned_by
 
         if self._active[project] >= self.per_project:
-            raise TooManyRequests(f"This project already has {self.per_project} grader runs in progress; "
-                                  "retry when one of them finishes", RETRY_AFTER_S)  # fmt: skip
+            raise TooManyRequests(
+                f"This project already has {self.per_project} grader runs in progress; "
+                "retry when one of them finishes",
+                RETRY_AFTER_S,
+            )
         self._active[project] += 1
         try:
             with owned_by(project):  # the worker thread runs in a copy of this context

@@ -14,10 +14,18 @@ from api.errors import InvalidRequest, grader_param
 GRADER_PARAM = "grader"
 # OpenAI's error flags on a run; each is False unless the grade says otherwise.
 ERROR_FLAGS = (
-    "formula_parse_error", "invalid_variable_error", "model_grader_parse_error", "model_grader_refusal_error",
-    "model_grader_server_error", "other_error", "python_grader_runtime_error", "python_grader_server_error",
-    "sample_parse_error", "truncated_observation_error", "unresponsive_reward_error",
-)  # fmt: skip
+    "formula_parse_error",
+    "invalid_variable_error",
+    "model_grader_parse_error",
+    "model_grader_refusal_error",
+    "model_grader_server_error",
+    "other_error",
+    "python_grader_runtime_error",
+    "python_grader_server_error",
+    "sample_parse_error",
+    "truncated_observation_error",
+    "unresponsive_reward_error",
+)
 
 
 def build(spec: dict[str, Any], param: str = GRADER_PARAM, item: dict[str, Any] | None = None):
@@ -52,8 +60,9 @@ def run_grader(spec: dict[str, Any], samples: list[str], items: list[dict[str, A
         missing = [f for f in needed if f not in item]
         if missing:
             where = "item" if len(items) == 1 else f"item[{n}]"
-            raise InvalidRequest(f"{where} lacks field {missing[0]!r}, which the grader reads", where,
-                                 "missing_grader_fields")  # fmt: skip
+            raise InvalidRequest(
+                f"{where} lacks field {missing[0]!r}, which the grader reads", where, "missing_grader_fields"
+            )
     graded = grader.grade_with_parts(items, samples)
     return [_result(grader, grade, parts) for grade, parts in graded]
 
@@ -85,8 +94,11 @@ def _sub(grade) -> dict[str, Any]:
 
 def _errors(grade) -> dict[str, Any]:
     errors: dict[str, Any] = dict.fromkeys(ERROR_FLAGS, False)
-    errors.update(model_grader_server_error_details=None, python_grader_runtime_error_details=None,
-                  python_grader_server_error_type=None)  # fmt: skip
+    errors.update(
+        model_grader_server_error_details=None,
+        python_grader_runtime_error_details=None,
+        python_grader_server_error_type=None,
+    )
     if grade.status == "ok" or grade.status == "wrong":
         return errors
     flag = grade.error or ("unresponsive_reward_error" if grade.status == "timeout" else "other_error")

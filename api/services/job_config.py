@@ -117,7 +117,10 @@ def _auto_batch(values: dict[str, Any]) -> bool:
     """Whether the config ``values`` make has batch_ratio_control=auto pick each round's size."""
     fields = TrainConfig.model_fields
     algorithm = values.get("algorithm", fields["algorithm"].default)
-    return algorithm == "rapid" and values.get("batch_ratio_control", fields["batch_ratio_control"].default) == "auto"
+    return (
+        algorithm == "rapid"
+        and values.get("batch_ratio_control", fields["batch_ratio_control"].default) == "auto"
+    )
 
 
 def config_values(
@@ -179,7 +182,11 @@ def config_values(
             raise _fail("set n_epochs or rounds, not both: n_epochs is worked out as rounds", "n_epochs")
         prompts = _round_prompts(values)
         if prompts and _auto_batch(values):  # the rounds' sizes vary: the passes bound the samples
-            samples = epochs * training_lines * values.get("group_size", TrainConfig.model_fields["group_size"].default)
+            samples = (
+                epochs
+                * training_lines
+                * values.get("group_size", TrainConfig.model_fields["group_size"].default)
+            )
             note = f"{epochs} passes over {training_lines} records: {samples} samples (max_samples)"
             put("max_samples", samples, "n_epochs", note)
             values["rounds"] = None
@@ -315,8 +322,9 @@ def _check_model(model: str) -> None:
     raise InvalidRequest(
         f"Model {model!r} is not available on this service: use one of the aliases ({', '.join(ALIASES)}), "
         "or a model directory, .gguf file or Hugging Face model this service provides",
-        "model", "model_not_found",
-    )  # fmt: skip
+        "model",
+        "model_not_found",
+    )
 
 
 def _is_model(source) -> bool:

@@ -55,10 +55,21 @@ def create_job(
         return earlier
     training, validation, seed, built = validate_job(s, rt, project_id, req)
     r = req.method.reinforcement
-    job = Job(project_id=project_id, model=req.model, training_file=training.id,
-              validation_file=validation.id if validation else None, seed=seed, suffix=req.suffix,
-              meta=req.metadata, method=r.model_dump(), config=built.config, queue=built.queue, status="queued",
-              idempotency_key=idempotency_key, request_hash=digest)  # fmt: skip
+    job = Job(
+        project_id=project_id,
+        model=req.model,
+        training_file=training.id,
+        validation_file=validation.id if validation else None,
+        seed=seed,
+        suffix=req.suffix,
+        meta=req.metadata,
+        method=r.model_dump(),
+        config=built.config,
+        queue=built.queue,
+        status="queued",
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
     try:
         Jobs(s).add(job)
         Outboxes(s).add(job.id, built.queue)
@@ -86,9 +97,15 @@ def validate_job(
     seed = req.seed if req.seed is not None else int(time.time()) % 2**31
     r = req.method.reinforcement
     built = build_job_config(
-        model=req.model, grader=r.grader, hyperparameters=r.hyperparameters, seed=seed,
-        training=training, validation=validation, settings=rt.settings, artifacts=rt.artifacts,
-    )  # fmt: skip
+        model=req.model,
+        grader=r.grader,
+        hyperparameters=r.hyperparameters,
+        seed=seed,
+        training=training,
+        validation=validation,
+        settings=rt.settings,
+        artifacts=rt.artifacts,
+    )
     check_for_job(r.grader, next(read_records(rt.artifacts, training)))
     return training, validation, seed, built
 
@@ -109,8 +126,15 @@ def get_job(s: Session, project_id: str, job_id: str) -> Job:
     return job
 
 
-def list_jobs(s: Session, project_id: str, after: str | None, limit: int, metadata: dict[str, str] | None = None,
-              *, without_metadata: bool = False) -> tuple[list[Job], bool]:  # fmt: skip
+def list_jobs(
+    s: Session,
+    project_id: str,
+    after: str | None,
+    limit: int,
+    metadata: dict[str, str] | None = None,
+    *,
+    without_metadata: bool = False,
+) -> tuple[list[Job], bool]:
     """Newest first; filtered by metadata pairs (all must match) or to jobs without metadata."""
     try:
         return Jobs(s).page(project_id, after, limit, metadata, without_metadata=without_metadata)
@@ -132,16 +156,22 @@ def cancel_job(s: Session, project_id: str, job_id: str) -> Job:
     job = get_job(s, project_id, job_id)
     # The worker polls the status between optimizer steps and stops; a queued job never starts.
     if not _moved(s, job, Jobs(s).move(job.id, "cancel", event="Job cancelled by request")):
-        raise InvalidRequest(f"Job {job.id} has already {_has(job.status)}; it cannot be cancelled", PARAM,
-                             "job_not_cancellable")  # fmt: skip
+        raise InvalidRequest(
+            f"Job {job.id} has already {_has(job.status)}; it cannot be cancelled",
+            PARAM,
+            "job_not_cancellable",
+        )
     return job
 
 
 def pause_job(s: Session, project_id: str, job_id: str) -> Job:
     job = get_job(s, project_id, job_id)
     if not _moved(s, job, Jobs(s).move(job.id, "pause", event="Job paused by request")):
-        raise InvalidRequest(f"Job {job.id} is {job.status}; only a queued or running job can be paused", PARAM,
-                             "job_not_pausable")  # fmt: skip
+        raise InvalidRequest(
+            f"Job {job.id} is {job.status}; only a queued or running job can be paused",
+            PARAM,
+            "job_not_pausable",
+        )
     return job
 
 
@@ -149,16 +179,22 @@ def resume_job(s: Session, project_id: str, job_id: str) -> Job:
     """Queue a paused job again (``deliver`` publishes it); refused while its worker is still stopping."""
     job = get_job(s, project_id, job_id)
     lease_free = or_(Job.lease_owner.is_(None), Job.lease_expires_at < time.time())
-    won = Jobs(s).move(job.id, "resume", when=[lease_free],
-                       event="Job resumed by request; it continues from its last checkpoint")  # fmt: skip
+    won = Jobs(s).move(
+        job.id,
+        "resume",
+        when=[lease_free],
+        event="Job resumed by request; it continues from its last checkpoint",
+    )
     if won:
         Outboxes(s).add(job.id, job.queue)
     if not _moved(s, job, won):
         if job.status == "paused":
-            raise InvalidRequest(f"Job {job.id} is still stopping at its next step; retry in a moment", PARAM,
-                                 "job_pausing")  # fmt: skip
-        raise InvalidRequest(f"Job {job.id} is {job.status}; only a paused job can be resumed", PARAM,
-                             "job_not_paused")  # fmt: skip
+            raise InvalidRequest(
+                f"Job {job.id} is still stopping at its next step; retry in a moment", PARAM, "job_pausing"
+            )
+        raise InvalidRequest(
+            f"Job {job.id} is {job.status}; only a paused job can be resumed", PARAM, "job_not_paused"
+        )
     return job
 
 
@@ -182,16 +218,29 @@ def list_checkpoints(
         raise NotFound("checkpoint of this job", after or "", "after") from None
 
 
-def list_metrics(s: Session, project_id: str, job_id: str, *, kind: str | None, step_min: int | None,
-                 step_max: int | None, limit: int) -> list[Metric]:  # fmt: skip
+def list_metrics(
+    s: Session,
+    project_id: str,
+    job_id: str,
+    *,
+    kind: str | None,
+    step_min: int | None,
+    step_max: int | None,
+    limit: int,
+) -> list[Metric]:
     job = get_job(s, project_id, job_id)
     return Metrics(s).query(job.id, kind=kind, step_min=step_min, step_max=step_max, limit=limit)
 
 
 class NoBestCheckpoint(NotFound):
     def __init__(self, job_id: str):
-        ApiError.__init__(self, f"Job {job_id} has no best checkpoint (yet): checkpoints are scored only with the "
-                          "hyperparameter eval_interval, from its first evaluation on", "checkpoint_id", "not_found")  # fmt: skip
+        ApiError.__init__(
+            self,
+            f"Job {job_id} has no best checkpoint (yet): checkpoints are scored only with the "
+            "hyperparameter eval_interval, from its first evaluation on",
+            "checkpoint_id",
+            "not_found",
+        )
 
 
 def get_checkpoint(s: Session, project_id: str, job_id: str, checkpoint_id: str | None) -> Checkpoint:

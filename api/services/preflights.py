@@ -26,10 +26,19 @@ PARAM = "preflight_id"
 
 def create_preflight(s: Session, rt: Runtime, project_id: str, req: PreflightCreate) -> Preflight:
     training, _validation, _seed, built = validate_job(s, rt, project_id, req)
-    row = Preflights(s).add(Preflight(
-        project_id=project_id, model=req.model, training_file=training.id, config=built.config, queue=built.queue,
-        prompts=req.prompts, timeout_s=req.timeout_s, status="queued", deadline=time.time() + req.timeout_s,
-    ))  # fmt: skip
+    row = Preflights(s).add(
+        Preflight(
+            project_id=project_id,
+            model=req.model,
+            training_file=training.id,
+            config=built.config,
+            queue=built.queue,
+            prompts=req.prompts,
+            timeout_s=req.timeout_s,
+            status="queued",
+            deadline=time.time() + req.timeout_s,
+        )
+    )
     s.commit()
     try:
         enqueue_preflight(rt.celery, row.id, row.queue)
@@ -37,8 +46,11 @@ def create_preflight(s: Session, rt: Runtime, project_id: str, req: PreflightCre
         log.warning("pre-flight %s: the broker is unreachable (%s)", row.id, type(err).__name__)
         Preflights(s).fail(row.id, {"code": "broker_unavailable", "message": "The broker is unreachable"})
         s.commit()
-        raise Unavailable("The broker is unreachable: the pre-flight could not be queued; retry shortly", None,
-                          "broker_unavailable") from None  # fmt: skip
+        raise Unavailable(
+            "The broker is unreachable: the pre-flight could not be queued; retry shortly",
+            None,
+            "broker_unavailable",
+        ) from None
     return row
 
 

@@ -68,8 +68,14 @@ def prefill(model, prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor,
     uniq, copy_of = distinct_prompts(prompts, device)
     input_ids, attention, positions = left_padded(uniq, pad_id, device)
     cache = DynamicCache()
-    logits = next_token_logits(model.model, model.lm_head, cache, input_ids=input_ids,
-                               attention_mask=attention, position_ids=positions)  # fmt: skip
+    logits = next_token_logits(
+        model.model,
+        model.lm_head,
+        cache,
+        input_ids=input_ids,
+        attention_mask=attention,
+        position_ids=positions,
+    )
     return logits[copy_of], Prefill(cache, copy_of, attention[copy_of], positions[copy_of, -1:] + 1)
 
 
@@ -142,11 +148,14 @@ class HFEngine(Engine):
         return Rollouts(rows, completions, logps, texts, finish, stats=stats)
 
     @torch.inference_mode()
-    def _decode(self, model, mode: str, prompts: list[list[int]], sampling: Sampling,
-                clock: dict) -> tuple[list[list[int]], list[list[float]]]:  # fmt: skip
+    def _decode(
+        self, model, mode: str, prompts: list[list[int]], sampling: Sampling, clock: dict
+    ) -> tuple[list[list[int]], list[list[float]]]:
         device, steps = self.policy.device, sampling.max_new_tokens
         # One uniform per row and step, drawn before decoding: both loops read the same stream.
-        uniforms = None if sampling.greedy else torch.rand((steps, len(prompts)), dtype=torch.float64, device=device)
+        uniforms = (
+            None if sampling.greedy else torch.rand((steps, len(prompts)), dtype=torch.float64, device=device)
+        )
         t0 = _now(device)
         logits, pre = prefill(model, prompts, self.pad_id)
         t1 = _now(device)
@@ -155,8 +164,13 @@ class HFEngine(Engine):
         else:
             try:
                 if self._static is None or self._static.model is not model:
-                    self._static = StaticDecoder(model, self.eos_ids, self.pad_id, graphs=mode == "cuda_graph",
-                                                 compiled=mode == "compiled")
+                    self._static = StaticDecoder(
+                        model,
+                        self.eos_ids,
+                        self.pad_id,
+                        graphs=mode == "cuda_graph",
+                        compiled=mode == "compiled",
+                    )
                 out_tok, out_lp, ran = self._static.decode(logits, pre, sampling, uniforms)
             except RuntimeError as err:
                 if self.decode_option != "auto":
@@ -178,8 +192,9 @@ class HFEngine(Engine):
             out_logps.append(lp[i, :end].tolist())
         return out_tokens, out_logps
 
-    def _dynamic_loop(self, model, logits: torch.Tensor, pre: Prefill, sampling: Sampling,
-                      uniforms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
+    def _dynamic_loop(
+        self, model, logits: torch.Tensor, pre: Prefill, sampling: Sampling, uniforms: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         device, steps = logits.device, sampling.max_new_tokens
         cache, attention, next_pos = pre.cache, pre.attention, pre.next_pos
         if int(pre.copy_of.numel()) > len(cache.layers[0].keys):  # rows share prompts: copy their cache
@@ -210,8 +225,14 @@ class HFEngine(Engine):
                 live, nxt, attention, next_pos = live[keep], nxt[keep], attention[keep], next_pos[keep]
                 done = done[keep]
             attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
-            logits = next_token_logits(model.model, model.lm_head, cache, input_ids=nxt[:, None],
-                                       attention_mask=attention, position_ids=next_pos)  # fmt: skip
+            logits = next_token_logits(
+                model.model,
+                model.lm_head,
+                cache,
+                input_ids=nxt[:, None],
+                attention_mask=attention,
+                position_ids=next_pos,
+            )
             next_pos = next_pos + 1
             ran += 1
         return out_tok, out_lp, ran

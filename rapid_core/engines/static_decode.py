@@ -53,7 +53,11 @@ def sample_categorical(logp: torch.Tensor, u: torch.Tensor | None = None) -> tor
     cdf = logp.double().exp().cumsum(dim=-1)
     if u is None:
         u = torch.rand(logp.shape[0], dtype=torch.float64, device=logp.device)
-    return torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous()).squeeze(1).clamp(max=logp.shape[1] - 1)
+    return (
+        torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous())
+        .squeeze(1)
+        .clamp(max=logp.shape[1] - 1)
+    )
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -125,11 +129,13 @@ class StaticDecoder:
         probe = torch.zeros(1, dtype=dt, device=dev)
         cos, sin = self.decoder.rotary_emb(probe, positions)
         self.buf = _Buffers(
-            rows, length,
+            rows,
+            length,
             keys=[torch.zeros(shape, dtype=dt, device=dev) for _ in self.layers],
             values=[torch.zeros(shape, dtype=dt, device=dev) for _ in self.layers],
             mask=torch.zeros((rows, length), dtype=torch.bool, device=dev),
-            cos=cos[0].to(dt), sin=sin[0].to(dt),
+            cos=cos[0].to(dt),
+            sin=sin[0].to(dt),
             tok=torch.zeros(rows, dtype=torch.long, device=dev),
             pos=torch.zeros(rows, dtype=torch.long, device=dev),
             slot=torch.zeros(1, dtype=torch.long, device=dev),
@@ -139,12 +145,13 @@ class StaticDecoder:
             uniforms=torch.zeros((length, rows), dtype=torch.float64, device=dev),
             out_tok=torch.zeros((rows + 1, length), dtype=torch.long, device=dev),
             out_lp=torch.zeros((rows + 1, length), dtype=torch.float32, device=dev),
-        )  # fmt: skip
+        )
         return self.buf
 
     # --- one step ----------------------------------------------------------------------------------
-    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                scale: float) -> torch.Tensor:  # fmt: skip
+    def _attend(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, scale: float
+    ) -> torch.Tensor:
         """Grouped-query attention of one new token per row over the whole cache, masked.
         q [n, heads, 1, d]; keys / values [n, kv_heads, L, d] -> [n, 1, heads * d]."""
         n, group = q.shape[0], self.heads // self.kv_heads
@@ -258,8 +265,9 @@ class StaticDecoder:
 
     # --- the loop ----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, logits: torch.Tensor, prefill, sampling: Sampling,
-               uniforms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
+    def decode(
+        self, logits: torch.Tensor, prefill, sampling: Sampling, uniforms: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Continue ``prefill`` (rows' first-token logits [b, V] and the Prefill) for
         ``sampling.max_new_tokens`` tokens. Returns (tokens [b, steps], log-probs [b, steps] on the
         device, pad after a row's EOS; decode steps run)."""

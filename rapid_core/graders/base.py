@@ -53,7 +53,9 @@ class Grader(ABC):
         unknown = set(spec) - {"type", "name"} - self.fields
         if unknown:
             field = sorted(unknown)[0]
-            raise GraderError(f"unknown field(s) for {spec['type']} grader: {', '.join(sorted(unknown))}", field)
+            raise GraderError(
+                f"unknown field(s) for {spec['type']} grader: {', '.join(sorted(unknown))}", field
+            )
 
     @abstractmethod
     def grade(self, item: dict[str, Any], output_text: str) -> Grade:
@@ -63,7 +65,9 @@ class Grader(ABC):
         """Score many completions; graders that run code override this to use a parallel pool."""
         return [self.grade(item, text) for item, text in zip(items, output_texts, strict=True)]
 
-    def grade_with_parts(self, items: list[dict[str, Any]], output_texts: list[str]) -> list[tuple[Grade, Parts]]:
+    def grade_with_parts(
+        self, items: list[dict[str, Any]], output_texts: list[str]
+    ) -> list[tuple[Grade, Parts]]:
         """Each completion's grade with the sub-grades it was combined from (only ``multi`` has parts)."""
         return [(grade, {}) for grade in self.grade_batch(items, output_texts)]
 

@@ -47,8 +47,30 @@ def _tuples(x):
 def mbpp_plus_inputs(task_id, inputs):
     """EvalPlus stores MBPP+ arguments as JSON; these tasks take tuples, sets or complex numbers."""
     n = int(str(task_id).split("/")[-1]) if str(task_id).split("/")[-1].isdigit() else -1
-    tuple_args = {2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616,
-                  630, 726, 740, 744, 809}  # fmt: skip
+    tuple_args = {
+        2,
+        116,
+        132,
+        143,
+        222,
+        261,
+        273,
+        394,
+        399,
+        421,
+        424,
+        429,
+        470,
+        560,
+        579,
+        596,
+        616,
+        630,
+        726,
+        740,
+        744,
+        809,
+    }
     nested = {63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780}
     if n in tuple_args:
         return [[tuple(a) for a in inp] for inp in inputs]
@@ -145,8 +167,13 @@ def run_load(job, ns):
     return {"loaded": callable(ns.get("grade"))}
 
 
-MODES = {"asserts": run_asserts, "outputs": run_outputs, "compare": run_compare, "grade": run_grade,
-         "load": run_load}  # fmt: skip
+MODES = {
+    "asserts": run_asserts,
+    "outputs": run_outputs,
+    "compare": run_compare,
+    "grade": run_grade,
+    "load": run_load,
+}
 
 
 def child(job_fd, result_fd):
@@ -200,7 +227,9 @@ def checked(job, raw, status):
     if mode == "grade":
         score = result.get("score")
         ok = isinstance(score, float | int) and not isinstance(score, bool) and math.isfinite(score)
-        return {"score": float(score)} if ok else {"crash": f"grade() result {score!r} is not a finite number"}
+        return (
+            {"score": float(score)} if ok else {"crash": f"grade() result {score!r} is not a finite number"}
+        )
     if mode in ("asserts", "compare"):
         total = len(job["tests"]) if mode == "asserts" else len(job["inputs"])
         passed = result.get("passed")
@@ -208,7 +237,11 @@ def checked(job, raw, status):
             return {"crash": "the program's report does not match its tests"}
         return {"passed": passed, "total": total, "failure": str(result.get("failure", ""))[:1000]}
     if mode == "outputs":
-        return {"outputs": result["outputs"]} if isinstance(result.get("outputs"), str) else {"crash": "no outputs"}
+        return (
+            {"outputs": result["outputs"]}
+            if isinstance(result.get("outputs"), str)
+            else {"crash": "no outputs"}
+        )
     return {"loaded": result.get("loaded") is True}
 
 

@@ -95,9 +95,15 @@ class CodeTestsGrader(Grader):
         expected, _ = self._references.get(_digest(item), (None, 0.0))
         if expected is None:
             raise ValueError("the record's canonical_solution failed on its own inputs")
-        return {"mode": "compare", "code": code, "entry_point": item["entry_point"],
-                "task_id": item["task_id"], "inputs": _inputs(item), "atol": float(item.get("atol") or 0),
-                "expected": expected}  # fmt: skip
+        return {
+            "mode": "compare",
+            "code": code,
+            "entry_point": item["entry_point"],
+            "task_id": item["task_id"],
+            "inputs": _inputs(item),
+            "atol": float(item.get("atol") or 0),
+            "expected": expected,
+        }
 
     def _ensure_references(self, items: list[dict[str, Any]], pool: SandboxPool) -> None:
         """Run each new record's reference solution once (sandboxed too) and keep its outputs."""
@@ -105,12 +111,21 @@ class CodeTestsGrader(Grader):
             todo = {_digest(it): it for it in items if _digest(it) not in self._references}
             # The pickled outputs come back through stdout, so they get a larger file-size limit;
             # some MBPP+ references take tens of seconds on their biggest inputs.
-            limits = Limits(timeout_s=max(60.0, 3 * self.limits.timeout_s), memory_mb=self.limits.memory_mb,
-                            file_size_mb=64, output_bytes=2 * 64 * 2**20)  # fmt: skip
+            limits = Limits(
+                timeout_s=max(60.0, 3 * self.limits.timeout_s),
+                memory_mb=self.limits.memory_mb,
+                file_size_mb=64,
+                output_bytes=2 * 64 * 2**20,
+            )
             jobs = {}
             for key, it in todo.items():
-                job = {"mode": "outputs", "code": it["canonical_solution"], "task_id": it["task_id"],
-                       "entry_point": it["entry_point"], "inputs": _inputs(it)}  # fmt: skip
+                job = {
+                    "mode": "outputs",
+                    "code": it["canonical_solution"],
+                    "task_id": it["task_id"],
+                    "entry_point": it["entry_point"],
+                    "inputs": _inputs(it),
+                }
                 sjob, nonce = make_job(job, limits)
                 jobs[key] = (nonce, pool.submit(sjob))
             for key, (nonce, future) in jobs.items():

@@ -22,15 +22,24 @@ MAX_NODES = 400
 FIELD = "calculate_output"
 
 _BINARY: dict[type, Callable[[float, float], float]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
     ast.Pow: math.pow,  # math.pow: a negative base with a fractional power raises, never a complex
-}  # fmt: skip
+}
 _UNARY: dict[type, Callable[[float], float]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 # name -> (function, fewest arguments, most arguments)
 FUNCTIONS: dict[str, tuple[Callable[..., float], int, int]] = {
-    "min": (min, 2, 64), "max": (max, 2, 64), "abs": (abs, 1, 1), "floor": (math.floor, 1, 1),
-    "ceil": (math.ceil, 1, 1), "exp": (math.exp, 1, 1), "sqrt": (math.sqrt, 1, 1), "log": (math.log, 1, 1),
-}  # fmt: skip
+    "min": (min, 2, 64),
+    "max": (max, 2, 64),
+    "abs": (abs, 1, 1),
+    "floor": (math.floor, 1, 1),
+    "ceil": (math.ceil, 1, 1),
+    "exp": (math.exp, 1, 1),
+    "sqrt": (math.sqrt, 1, 1),
+    "log": (math.log, 1, 1),
+}
 _OPS = ("+ - * / ^", ", ".join(FUNCTIONS))
 
 

@@ -18,8 +18,10 @@ def checker_health(grades: list[Grade], max_failure_fraction: float = UNHEALTHY_
     summary = ", ".join(f"{s}={counts[s]}" for s in FAILURES if counts[s])
     if fraction > max_failure_fraction:
         example = next(g.detail for g in grades if g.status in FAILURES)
-        return False, (f"the grader failed on {failed} of {len(grades)} samples ({summary}); "
-                       f"first failure: {example[:300]}")  # fmt: skip
+        return False, (
+            f"the grader failed on {failed} of {len(grades)} samples ({summary}); "
+            f"first failure: {example[:300]}"
+        )
     return True, f"{failed} of {len(grades)} samples failed in the grader" + (
         f" ({summary})" if summary else ""
     )

@@ -58,8 +58,10 @@ class LeanGrader(Grader):
         if project is not None and (not isinstance(project, str) or "\0" in project):
             raise GraderError("grader.project must be the path of a Lake project", "project")
         if not project or not (Path(project) / ".lake" / "packages" / "mathlib").is_dir():
-            raise GraderError("the lean grader needs a Lake project with Mathlib built: set grader.project "
-                              "or RAPID_LEAN_PROJECT to its directory")  # fmt: skip
+            raise GraderError(
+                "the lean grader needs a Lake project with Mathlib built: set grader.project "
+                "or RAPID_LEAN_PROJECT to its directory"
+            )
         self.project = str(Path(project).resolve())
         timeout = spec.get("timeout", 300)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
@@ -89,8 +91,11 @@ class LeanGrader(Grader):
                 "lake": self.lake,
                 "project": self.project,
             }
-            job, nonce = make_job({"mode": "grade", "code": _CHECK_SOURCE, "sample": {}, "item": lean_item},
-                                  self.limits, binds=(self.project,))  # fmt: skip
+            job, nonce = make_job(
+                {"mode": "grade", "code": _CHECK_SOURCE, "sample": {}, "item": lean_item},
+                self.limits,
+                binds=(self.project,),
+            )
             runs.append((nonce, pool.submit(job)))
         return [r if isinstance(r, Grade) else self._grade(r[1].result(), r[0]) for r in runs]
 

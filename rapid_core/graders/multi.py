@@ -22,13 +22,19 @@ class MultiGrader(Grader):
         super().__init__(spec)
         graders = spec.get("graders")
         if not isinstance(graders, dict) or not graders:
-            raise GraderError("grader.graders must be an object of name -> grader, the names the "
-                              "calculate_output formula reads", "graders")  # fmt: skip
+            raise GraderError(
+                "grader.graders must be an object of name -> grader, the names the "
+                "calculate_output formula reads",
+                "graders",
+            )
         self.graders: dict[str, Grader] = {}
         for name, sub in graders.items():
             if not name.isidentifier() or name in FUNCTIONS:
-                raise GraderError(f"grader.graders: {name!r} must be a name usable in the formula "
-                                  "(letters, digits, _; not a function name)", f"graders.{name}")  # fmt: skip
+                raise GraderError(
+                    f"grader.graders: {name!r} must be a name usable in the formula "
+                    "(letters, digits, _; not a function name)",
+                    f"graders.{name}",
+                )
             if isinstance(sub, dict) and sub.get("type") == "multi":
                 raise GraderError(
                     "a multi grader cannot contain another multi grader", f"graders.{name}.type"
@@ -43,8 +49,10 @@ class MultiGrader(Grader):
         # A formula that has no value at all-zero nor at all-one scores (sqrt(-1 - a)) has none anywhere.
         trials = [dict.fromkeys(self.graders, v) for v in (0.0, 1.0)]
         if not any(_value_or_none(self.formula, t) is not None for t in trials):
-            raise GraderError("grader.calculate_output has no finite value when the graders score 0 "
-                              "or 1", "calculate_output")  # fmt: skip
+            raise GraderError(
+                "grader.calculate_output has no finite value when the graders score 0 or 1",
+                "calculate_output",
+            )
 
     def required_fields(self) -> set[str]:
         return set().union(*(g.required_fields() for g in self.graders.values()))

@@ -106,5 +106,6 @@ def _check_source(source: str) -> None:
     required_kw = [a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
     required = positional - len(args.defaults)
     if (positional < 2 and args.vararg is None) or required > 2 or required_kw:
-        raise GraderError("grader.source: grade must take two positional arguments, grade(sample, item)",
-                          "source")  # fmt: skip
+        raise GraderError(
+            "grader.source: grade must take two positional arguments, grade(sample, item)", "source"
+        )

@@ -20,11 +20,15 @@ class _Refused(Grader):
 
 @register_grader("score_model")
 class ScoreModelGrader(_Refused):
-    why = ("score_model graders (an LLM judge) are not supported yet; "
-           "use string_check, text_similarity, python, multi, math or code_tests")  # fmt: skip
+    why = (
+        "score_model graders (an LLM judge) are not supported yet; "
+        "use string_check, text_similarity, python, multi, math or code_tests"
+    )
 
 
 @register_grader("label_model")
 class LabelModelGrader(_Refused):
-    why = ("label_model graders (an LLM judge) are not supported yet; "
-           "use string_check, text_similarity, python, multi, math or code_tests")  # fmt: skip
+    why = (
+        "label_model graders (an LLM judge) are not supported yet; "
+        "use string_check, text_similarity, python, multi, math or code_tests"
+    )

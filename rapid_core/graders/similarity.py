@@ -65,8 +65,9 @@ def wordnet():
     except LookupError:
         pass
     if not (DEBIAN_WORDNET / "data.noun").is_file():
-        raise LookupError("WordNet is not installed: install the Debian package wordnet-base, "
-                          "or NLTK's wordnet data")  # fmt: skip
+        raise LookupError(
+            "WordNet is not installed: install the Debian package wordnet-base, or NLTK's wordnet data"
+        )
 
     if str(DEBIAN_WORDNET) not in nltk.data.path:  # NLTK reads only below its data path
         nltk.data.path.append(str(DEBIAN_WORDNET))
@@ -102,8 +103,11 @@ def _rouge(metric: str) -> Callable[[str, str], float]:
 def scorer_for(metric: str) -> Callable[[str, str], float]:
     """The scoring function, or GraderError when its library or data is missing."""
     if metric == "cosine":
-        raise GraderError("text_similarity metric 'cosine' needs an embedding model and is not supported "
-                          "here; use fuzzy_match, bleu, gleu, meteor or rouge_*", "evaluation_metric")  # fmt: skip
+        raise GraderError(
+            "text_similarity metric 'cosine' needs an embedding model and is not supported "
+            "here; use fuzzy_match, bleu, gleu, meteor or rouge_*",
+            "evaluation_metric",
+        )
     try:
         if metric == "meteor":
             wordnet()
@@ -112,8 +116,10 @@ def scorer_for(metric: str) -> Callable[[str, str], float]:
         score("warm up", "warm up")  # imports the library now, so a missing one is refused here
         return score
     except (ImportError, LookupError, OSError) as err:
-        raise GraderError(f"text_similarity metric {metric!r} is unavailable here: {str(err).strip()[:200]}",
-                          "evaluation_metric") from None  # fmt: skip
+        raise GraderError(
+            f"text_similarity metric {metric!r} is unavailable here: {str(err).strip()[:200]}",
+            "evaluation_metric",
+        ) from None
 
 
 @register_grader("text_similarity")
@@ -126,9 +132,11 @@ class TextSimilarityGrader(Grader):
         self.reference = template_spec(spec, "reference")
         self.metric = spec.get("evaluation_metric")
         if self.metric not in METRICS:
-            raise GraderError(f"grader.evaluation_metric is required, one of {METRICS}"
-                              + (f", not {self.metric!r}" if "evaluation_metric" in spec else ""),
-                              "evaluation_metric")  # fmt: skip
+            raise GraderError(
+                f"grader.evaluation_metric is required, one of {METRICS}"
+                + (f", not {self.metric!r}" if "evaluation_metric" in spec else ""),
+                "evaluation_metric",
+            )
         self.score_fn = scorer_for(self.metric)
         self.pass_threshold = threshold(spec)
 

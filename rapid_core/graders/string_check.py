@@ -27,8 +27,9 @@ class StringCheckGrader(Grader):
         self.reference = template_spec(spec, "reference")
         self.operation = spec.get("operation")
         if self.operation not in OPERATIONS:
-            raise GraderError(f"grader.operation must be one of {sorted(OPERATIONS)}, not {self.operation!r}",
-                              "operation")  # fmt: skip
+            raise GraderError(
+                f"grader.operation must be one of {sorted(OPERATIONS)}, not {self.operation!r}", "operation"
+            )
 
     def required_fields(self) -> set[str]:
         return template_fields(self.input) | template_fields(self.reference)

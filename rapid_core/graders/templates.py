@@ -45,15 +45,19 @@ def parse_template(template: str) -> tuple[Path, ...]:
     for inner in _BRACES.findall(template):
         m = _ROOT.match(inner)
         if m is None:
-            raise GraderError(f"template {{{{{inner.strip()}}}}} is not item.<path> or sample.<path> "
-                              "(paths are names joined by '.', with [n] for list items)")  # fmt: skip
+            raise GraderError(
+                f"template {{{{{inner.strip()}}}}} is not item.<path> or sample.<path> "
+                "(paths are names joined by '.', with [n] for list items)"
+            )
         steps = tuple(key if key else int(index) for key, index in _STEP.findall(m.group(2)))
         path = Path(m.group(1), steps)
         if path.namespace == "sample" and (not steps or steps[0] not in SAMPLE_FIELDS):
             raise GraderError(f"template {{{{{path}}}}}: the sample namespace has {', '.join(SAMPLE_FIELDS)}")
         if path.namespace == "sample" and steps[0] == "output_tools" and len(steps) > 1:
-            raise GraderError(f"template {{{{{path}}}}}: this service's models make no tool calls, so "
-                              "sample.output_tools is always empty")  # fmt: skip
+            raise GraderError(
+                f"template {{{{{path}}}}}: this service's models make no tool calls, so "
+                "sample.output_tools is always empty"
+            )
         if path.namespace == "item" and not steps:
             raise GraderError("template {{item}} must name a field, as in {{item.answer}}")
         paths.append(path)
@@ -72,8 +76,12 @@ def sample_namespace(output_text: str) -> dict[str, Any]:
     except (ValueError, RecursionError):
         output_json = None
     message = {"role": "assistant", "content": output_text}
-    return {"output_text": output_text, "output_json": output_json, "output_tools": [],
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}  # fmt: skip
+    return {
+        "output_text": output_text,
+        "output_json": output_json,
+        "output_tools": [],
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
 
 
 def lookup(path: Path, item: dict[str, Any], sample: dict[str, Any]) -> Any:

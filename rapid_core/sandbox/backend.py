@@ -45,8 +45,15 @@ PROGRAM_DIR = "/tmp/prog"  # where the program's files are mounted, read-only
 # The system's programs and libraries; on a merged-/usr system all but /usr are symlinks into it.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What the dynamic loader, Python and the graders' tools read from /etc, and nothing else of it.
-ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
-             "/etc/localtime", "/etc/timezone", "/etc/python3*")  # fmt: skip
+ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/python3*",
+)
 UNSHARE_WARNING = (
     "no file-system isolation: the program can read every host file its fresh uid may read "
     "(world-readable ones, the service's data directory among them unless it is private)"
@@ -76,8 +83,11 @@ def interpreter_paths(python: str) -> tuple[str, ...]:
     and the base install's) the ``bin`` and ``lib*`` directories and a venv's ``pyvenv.cfg``.
     Never a whole prefix: a venv may sit inside a project checkout that holds a data directory."""
     probe = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]))"
-    prefixes = json.loads(subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True,
-                                         timeout=60, check=True).stdout)  # fmt: skip
+    prefixes = json.loads(
+        subprocess.run(
+            [python, "-I", "-c", probe], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
     paths = {str(Path(python).parent), str(Path(os.path.realpath(python)).parent)}
     for prefix in prefixes:
         for name in ("bin", "lib", "lib32", "lib64", "pyvenv.cfg"):
@@ -141,30 +151,91 @@ def limit_args(limits, uid_budget: int) -> list[str]:
 
 
 def drop_privileges(uid: int) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]  # fmt: skip
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
 
 
-def bwrap_command(argv: list[str], program_dir: str, limits, uid: int | None, binds: Sequence[str] = ()) -> list[str]:
-    cmd = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-           "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-           # The tmpfs first: a venv of a checkout under /tmp is then mounted on top of it.
-           "--perms", "1777", "--size", str(limits.tmp_mb * 2**20), "--tmpfs", SANDBOX_TMP,
-           *_mount_args(visible_paths(argv[0], binds)), "--dev", "/dev", "--proc", "/proc",
-           "--ro-bind", program_dir, PROGRAM_DIR, "--remount-ro", "/", "--chdir", SANDBOX_TMP, "--clearenv",
-           "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", SANDBOX_TMP,
-           "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0"]  # fmt: skip
+def bwrap_command(
+    argv: list[str], program_dir: str, limits, uid: int | None, binds: Sequence[str] = ()
+) -> list[str]:
+    cmd = [
+        "bwrap",
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        # The tmpfs first: a venv of a checkout under /tmp is then mounted on top of it.
+        "--perms",
+        "1777",
+        "--size",
+        str(limits.tmp_mb * 2**20),
+        "--tmpfs",
+        SANDBOX_TMP,
+        *_mount_args(visible_paths(argv[0], binds)),
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--ro-bind",
+        program_dir,
+        PROGRAM_DIR,
+        "--remount-ro",
+        "/",
+        "--chdir",
+        SANDBOX_TMP,
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/local/bin:/usr/bin:/bin",
+        "--setenv",
+        "HOME",
+        SANDBOX_TMP,
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "PYTHONHASHSEED",
+        "0",
+    ]
     if uid is None:  # not root: an unprivileged user namespace instead of a uid of our own
         return cmd + ["--unshare-user", "--"] + limit_args(limits, _own_budget(limits)) + argv
     cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
     return cmd + drop_privileges(uid) + limit_args(limits, limits.processes) + argv
 
 
-def unshare_command(argv: list[str], program_dir: str, limits, uid: int | None, binds: Sequence[str] = ()) -> list[str]:
+def unshare_command(
+    argv: list[str], program_dir: str, limits, uid: int | None, binds: Sequence[str] = ()
+) -> list[str]:
     if uid is None:
         raise RuntimeError("the unshare backend needs root (to drop to a fresh uid)")
-    cmd = ["unshare", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc",
-           "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={program_dir}", "LANG=C.UTF-8", "PYTHONHASHSEED=0"]  # fmt: skip
+    cmd = [
+        "unshare",
+        "--net",
+        "--pid",
+        "--ipc",
+        "--uts",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "--",
+        "env",
+        "-i",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        f"HOME={program_dir}",
+        "LANG=C.UTF-8",
+        "PYTHONHASHSEED=0",
+    ]
     return cmd + drop_privileges(uid) + limit_args(limits, limits.processes) + argv
 
 

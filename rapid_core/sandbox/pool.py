@@ -45,8 +45,10 @@ class SandboxPool:
         self._running: Counter[str | None] = Counter()
         self._cond = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"sandbox-{i}", daemon=True)
-                         for i in range(self.max_workers)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sandbox-{i}", daemon=True)
+            for i in range(self.max_workers)
+        ]
         for t in self._threads:
             t.start()
 

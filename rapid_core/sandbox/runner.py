@@ -60,8 +60,9 @@ class SandboxResult:
     uid: int | None = None
 
 
-def run_python(source: str, *, stdin: str = "", files: dict[str, str] | None = None,
-               limits: Limits | None = None) -> SandboxResult:  # fmt: skip
+def run_python(
+    source: str, *, stdin: str = "", files: dict[str, str] | None = None, limits: Limits | None = None
+) -> SandboxResult:
     """Run ``source`` as a Python program in the sandbox and classify the run. Never raises."""
     return run(SandboxJob(source, stdin, files or {}, limits or Limits()))
 
@@ -73,8 +74,14 @@ def run(job: SandboxJob) -> SandboxResult:
     return run_with_backend(info.backend, job.source, job.limits, job.stdin, job.files, job.binds)
 
 
-def run_with_backend(name: str, source: str, limits: Limits, stdin: str = "",
-                     files: dict[str, str] | None = None, binds: tuple[str, ...] = ()) -> SandboxResult:  # fmt: skip
+def run_with_backend(
+    name: str,
+    source: str,
+    limits: Limits,
+    stdin: str = "",
+    files: dict[str, str] | None = None,
+    binds: tuple[str, ...] = (),
+) -> SandboxResult:
     start = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="rapid-sbx-"))
     try:
@@ -114,8 +121,16 @@ def _execute(
     ):
         # A session of its own: the timeout can kill the whole group, and the program's signals
         # to "its" group can never reach the caller.
-        proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd,
-                                start_new_session=True, close_fds=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            stdin=fin,
+            stdout=fout,
+            stderr=ferr,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
         timed_out = False
         try:
             code = proc.wait(timeout=limits.timeout_s)
@@ -190,7 +205,9 @@ def sandbox_info() -> backend.SandboxInfo:
         return backend.SandboxInfo(None, why, python)
     name = forced or "bwrap"
     if shutil.which(name) is None:
-        reason = f"{name} is not installed (Debian package {'bubblewrap' if name == 'bwrap' else 'util-linux'})"
+        reason = (
+            f"{name} is not installed (Debian package {'bubblewrap' if name == 'bwrap' else 'util-linux'})"
+        )
         return backend.SandboxInfo(None, reason + _no_fallback(forced), python)
     try:
         result = run_with_backend(name, "print('ok')", Limits(timeout_s=20))
@@ -200,12 +217,19 @@ def sandbox_info() -> backend.SandboxInfo:
         why = (result.stderr or result.detail).strip()[:300]
         return backend.SandboxInfo(None, f"{name} failed its self-test: {why}{_no_fallback(forced)}", python)
     if name == "unshare":
-        return backend.SandboxInfo(name, f"forced by RAPID_SANDBOX_BACKEND; {backend.UNSHARE_WARNING}", python)
-    return backend.SandboxInfo(name, "forced by RAPID_SANDBOX_BACKEND" if forced else "preferred backend", python)
+        return backend.SandboxInfo(
+            name, f"forced by RAPID_SANDBOX_BACKEND; {backend.UNSHARE_WARNING}", python
+        )
+    return backend.SandboxInfo(
+        name, "forced by RAPID_SANDBOX_BACKEND" if forced else "preferred backend", python
+    )
 
 
 def _no_fallback(forced: str | None) -> str:
     if forced:
         return ""
-    return ("; not falling back to unshare, which has " + backend.UNSHARE_WARNING
-            + " (RAPID_SANDBOX_BACKEND=unshare accepts that)")  # fmt: skip
+    return (
+        "; not falling back to unshare, which has "
+        + backend.UNSHARE_WARNING
+        + " (RAPID_SANDBOX_BACKEND=unshare accepts that)"
+    )

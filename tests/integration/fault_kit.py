@@ -116,8 +116,19 @@ class OwnRedis:
         self.start()
 
     def start(self) -> None:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(self.root)]  # fmt: skip
+        cmd = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.root),
+        ]
         self.proc = subprocess.Popen(cmd, stdout=(self.root / "log").open("ab"), stderr=subprocess.STDOUT)
         wait_until(self._pings, 30, "redis-server to answer")
 
@@ -193,8 +204,15 @@ class Stack:
         return response.json()["id"]
 
     def create(self, file_id: str, key: str | None = None, **hyper) -> dict:
-        body = {"model": "tiny-random", "training_file": file_id, "seed": 1, "method": {"type": "reinforcement",
-                "reinforcement": {"grader": GRADER, "hyperparameters": tiny_hyperparameters(**hyper)}}}  # fmt: skip
+        body = {
+            "model": "tiny-random",
+            "training_file": file_id,
+            "seed": 1,
+            "method": {
+                "type": "reinforcement",
+                "reinforcement": {"grader": GRADER, "hyperparameters": tiny_hyperparameters(**hyper)},
+            },
+        }
         with self.http() as http:
             response = http.post(
                 "/v1/fine_tuning/jobs", json=body, headers={"Idempotency-Key": key} if key else {}
@@ -203,8 +221,13 @@ class Stack:
         return response.json()
 
     def wait(self, job_id: str, statuses=TERMINAL, timeout: float = 300) -> dict:
-        return wait_until(lambda: (j := self.job(job_id))["status"] in statuses and j, timeout,
-                          f"job {job_id} to be {'/'.join(statuses)}", self.service, every=0.5)  # fmt: skip
+        return wait_until(
+            lambda: (j := self.job(job_id))["status"] in statuses and j,
+            timeout,
+            f"job {job_id} to be {'/'.join(statuses)}",
+            self.service,
+            every=0.5,
+        )
 
     def events(self, job_id: str) -> list[str]:
         return records(self.database_url, job_id)["events"]
@@ -221,9 +244,17 @@ def make_stack(
     database = f"faults_{uuid.uuid4().hex[:10]}"
     url = pg.create_database(database)
     upgrade(url)
-    values = dict(database_url=url, broker_url=broker.url, broker_key_prefix=f"{database}:",
-                  artifacts_dir=workdir / "artifacts", runs_dir=workdir / "runs", lease_seconds=6,
-                  sweep_seconds=1, broker_timeout=2, db_retry_seconds=60)  # fmt: skip
+    values = dict(
+        database_url=url,
+        broker_url=broker.url,
+        broker_key_prefix=f"{database}:",
+        artifacts_dir=workdir / "artifacts",
+        runs_dir=workdir / "runs",
+        lease_seconds=6,
+        sweep_seconds=1,
+        broker_timeout=2,
+        db_retry_seconds=60,
+    )
     service = Service(service_env(workdir, **{**values, **settings}), workdir)
     service.start_api(wrap=api_wrap)
     return Stack(service, database, url, service.create_key("faults"))
@@ -236,20 +267,34 @@ def records(database_url: str, job_id: str) -> dict:
         with engine.connect() as c:
             return {
                 "job": c.execute(select(Job).where(Job.id == job_id)).mappings().one(),
-                "events": list(c.scalars(select(Event.message).where(Event.job_id == job_id).order_by(Event.seq))),
-                "steps": list(c.scalars(select(Metric.step).where(Metric.job_id == job_id, Metric.kind == "step"))),
-                "rounds": list(c.scalars(select(Metric.round).where(Metric.job_id == job_id, Metric.kind == "round"))),
-                "evals": list(c.scalars(select(Metric.phase).where(Metric.job_id == job_id, Metric.kind == "eval"))),
-                "checkpoints": [tuple(r) for r in c.execute(
-                    select(Checkpoint.round, Checkpoint.final, Checkpoint.storage_key).where(Checkpoint.job_id == job_id)
-                )],
-            }  # fmt: skip
+                "events": list(
+                    c.scalars(select(Event.message).where(Event.job_id == job_id).order_by(Event.seq))
+                ),
+                "steps": list(
+                    c.scalars(select(Metric.step).where(Metric.job_id == job_id, Metric.kind == "step"))
+                ),
+                "rounds": list(
+                    c.scalars(select(Metric.round).where(Metric.job_id == job_id, Metric.kind == "round"))
+                ),
+                "evals": list(
+                    c.scalars(select(Metric.phase).where(Metric.job_id == job_id, Metric.kind == "eval"))
+                ),
+                "checkpoints": [
+                    tuple(r)
+                    for r in c.execute(
+                        select(Checkpoint.round, Checkpoint.final, Checkpoint.storage_key).where(
+                            Checkpoint.job_id == job_id
+                        )
+                    )
+                ],
+            }
     finally:
         engine.dispose()
 
 
-def assert_records_once(database_url: str, job_id: str, artifacts: Path, *, rounds: int | None, steps_per_round: int,
-                        final: bool) -> dict:  # fmt: skip
+def assert_records_once(
+    database_url: str, job_id: str, artifacts: Path, *, rounds: int | None, steps_per_round: int, final: bool
+) -> dict:
     """Every round's step, round and checkpoint rows exist exactly once, with no gap: all ``rounds`` of
     them, or those of the rounds done when None (a stopped job). Each checkpoint row has its archive;
     there is one final checkpoint iff ``final``; no half-written ``.part`` file is left."""

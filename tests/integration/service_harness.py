@@ -29,9 +29,19 @@ GRADER = {"type": "numeric", "reference": "{{item.answer}}"}
 
 def tiny_hyperparameters(**over) -> dict:
     """A job small enough for a 2-core CPU: a tiny random model, 4 samples a round, 2 steps a round."""
-    return {"rounds": 3, "group_size": 2, "prompts_per_round": 2, "mini_batch_size": 2, "max_new_tokens": 6,
-            "eval_problems": 3, "eval_k": 1, "gen_micro_batch": 8, "lora_r": 4,
-            "batch_ratio_control": "fixed", **over}  # fmt: skip  (fixed: every round the same shape)
+    return {
+        "rounds": 3,
+        "group_size": 2,
+        "prompts_per_round": 2,
+        "mini_batch_size": 2,
+        "max_new_tokens": 6,
+        "eval_problems": 3,
+        "eval_k": 1,
+        "gen_micro_batch": 8,
+        "lora_r": 4,
+        "batch_ratio_control": "fixed",
+        **over,
+    }  # batch_ratio_control fixed: every round the same shape
 
 
 def free_port() -> int:
@@ -82,8 +92,15 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, *args], cwd=self.workdir, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=True)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
 
     def _log(self, name: str):
         return (self.workdir / f"{name}.log").open("ab")
@@ -95,15 +112,27 @@ class Service:
         self.port = free_port()
         command = cmd or ("-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(self.port))
         command = [c.replace("{port}", str(self.port)) for c in command]
-        self.api = subprocess.Popen([*wrap, sys.executable, *command], cwd=self.workdir, env={**self.env, **(env or {})},
-                                    stdout=self._log("api"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.api = subprocess.Popen(
+            [*wrap, sys.executable, *command],
+            cwd=self.workdir,
+            env={**self.env, **(env or {})},
+            stdout=self._log("api"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_until(lambda: _healthy(self.base_url), 120, "the API to answer /healthz", self)
 
     def start_worker(self, wrap: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> subprocess.Popen:
         """A worker process, returned once it consumes its queues; ``extra`` are Celery worker options."""
         log = self.workdir / f"worker-{len(self.workers)}.log"
-        proc = subprocess.Popen([*wrap, sys.executable, "-m", "worker", *extra], cwd=self.workdir, env=self.env,
-                                stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [*wrap, sys.executable, "-m", "worker", *extra],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.workers.append(proc)
         wait_until(lambda: " ready." in log.read_text(errors="replace"), 120, f"{log.name} to be ready", self)
         return proc
@@ -118,7 +147,9 @@ class Service:
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.workdir.glob("*.log"))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.workdir.glob("*.log")
+        )
 
     def stop(self) -> None:
         for proc in [*self.workers, self.api]:
@@ -135,7 +166,11 @@ class Service:
 
 
 def service_env(workdir: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAPID_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RAPID_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["HF_HUB_OFFLINE"] = "1"
     for cache in ("RAPID_CACHE_DIR",):  # the tiny model is built once and shared
@@ -159,7 +194,9 @@ def wait_until(check, timeout: float, what: str, service: Service | None = None,
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{service.logs() if service else ''}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}\n{service.logs() if service else ''}"
+    )
 
 
 def wait_for_job(client: openai.OpenAI, job_id: str, service: Service, timeout: float = 300):
@@ -181,6 +218,11 @@ def arithmetic_jsonl(path: Path, n: int = 40) -> Path:
 
 def create_tiny_job(client: openai.OpenAI, file_id: str, **hyper):
     return client.fine_tuning.jobs.create(
-        model="tiny-random", training_file=file_id, seed=1,
-        method={"type": "reinforcement", "reinforcement": {"grader": GRADER, "hyperparameters": tiny_hyperparameters(**hyper)}},
-    )  # fmt: skip
+        model="tiny-random",
+        training_file=file_id,
+        seed=1,
+        method={
+            "type": "reinforcement",
+            "reinforcement": {"grader": GRADER, "hyperparameters": tiny_hyperparameters(**hyper)},
+        },
+    )

@@ -12,8 +12,13 @@ from service_harness import Service, postgres_database, redis_prefix, service_en
 from store.migrate import upgrade
 
 pytestmark = pytest.mark.integration
-GRADER = {"type": "string_check", "name": "g", "input": "{{sample.output_text}}", "reference": "{{item.label}}",
-          "operation": "eq"}  # fmt: skip
+GRADER = {
+    "type": "string_check",
+    "name": "g",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.label}}",
+    "operation": "eq",
+}
 ROW = {"messages": [{"role": "user", "content": "Sentiment of 'great'?"}], "label": "positive"}
 
 
@@ -22,8 +27,14 @@ def http(tmp_path_factory):
     work = tmp_path_factory.mktemp("pg-bytes")
     with postgres_database() as url, redis_prefix() as prefix:
         upgrade(url)
-        env = service_env(work, database_url=url, broker_url="redis://127.0.0.1:6379/0", broker_key_prefix=prefix,
-                          artifacts_dir=work / "artifacts", runs_dir=work / "runs")  # fmt: skip
+        env = service_env(
+            work,
+            database_url=url,
+            broker_url="redis://127.0.0.1:6379/0",
+            broker_key_prefix=prefix,
+            artifacts_dir=work / "artifacts",
+            runs_dir=work / "runs",
+        )
         service = Service(env, work)
         try:
             service.start_api()
@@ -44,10 +55,21 @@ def error_of(response, status: int = 400) -> dict:
 
 
 def test_bad_bytes_are_400s_naming_the_field_on_postgres(http):
-    file_id = http.post("/v1/files", files={"file": ("t.jsonl", (json.dumps(ROW) + "\n").encode())},
-                        data={"purpose": "fine-tune"}).raise_for_status().json()["id"]  # fmt: skip
-    for path, param in (("/v1/fine_tuning/jobs/ftjob-%00", "fine_tuning_job_id"), ("/v1/files/file-%00", "file_id"),
-                        ("/v1/fine_tuning/jobs?after=%00", "after"), ("/v1/files?after=x%00", "after")):  # fmt: skip
+    file_id = (
+        http.post(
+            "/v1/files",
+            files={"file": ("t.jsonl", (json.dumps(ROW) + "\n").encode())},
+            data={"purpose": "fine-tune"},
+        )
+        .raise_for_status()
+        .json()["id"]
+    )
+    for path, param in (
+        ("/v1/fine_tuning/jobs/ftjob-%00", "fine_tuning_job_id"),
+        ("/v1/files/file-%00", "file_id"),
+        ("/v1/fine_tuning/jobs?after=%00", "after"),
+        ("/v1/files?after=x%00", "after"),
+    ):
         assert error_of(http.get(path))["param"] == param
     for field, value in (
         ("suffix", "a\x00b"),
@@ -68,11 +90,22 @@ def test_bad_bytes_are_400s_naming_the_field_on_postgres(http):
 
 
 def test_metadata_filter_and_cursors_on_postgres(http):
-    file_id = http.post("/v1/files", files={"file": ("t.jsonl", (json.dumps(ROW) + "\n").encode())},
-                        data={"purpose": "fine-tune"}).raise_for_status().json()["id"]  # fmt: skip
+    file_id = (
+        http.post(
+            "/v1/files",
+            files={"file": ("t.jsonl", (json.dumps(ROW) + "\n").encode())},
+            data={"purpose": "fine-tune"},
+        )
+        .raise_for_status()
+        .json()["id"]
+    )
     odd = {'we"ird.key': "it's"}
-    ids = [http.post("/v1/fine_tuning/jobs", json=job_body(file_id, metadata=meta)).raise_for_status().json()["id"]
-           for meta in (odd, {"team": "a"}, None)]  # fmt: skip
+    ids = [
+        http.post("/v1/fine_tuning/jobs", json=job_body(file_id, metadata=meta))
+        .raise_for_status()
+        .json()["id"]
+        for meta in (odd, {"team": "a"}, None)
+    ]
     listed = http.get("/v1/fine_tuning/jobs", params={'metadata[we"ird.key]': "it's"}).json()["data"]
     assert [j["id"] for j in listed] == [ids[0]]
     assert [

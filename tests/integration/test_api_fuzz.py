@@ -27,11 +27,18 @@ from service_harness import Service, service_env
 
 pytestmark = pytest.mark.integration
 SECONDS = int(os.environ.get("RAPID_FUZZ_SECONDS", "150"))
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
-          "response_headers_conformance,unsupported_method,ignored_auth")  # fmt: skip
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
+    "response_headers_conformance,unsupported_method,ignored_auth"
+)
 ROW = {"messages": [{"role": "user", "content": "Sentiment of 'great'?"}], "label": "positive"}
-GRADER = {"type": "string_check", "name": "g", "input": "{{sample.output_text}}", "reference": "{{item.label}}",
-          "operation": "eq"}  # fmt: skip
+GRADER = {
+    "type": "string_check",
+    "name": "g",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.label}}",
+    "operation": "eq",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +55,24 @@ def service(tmp_path_factory):
 def seed_objects(service: Service, key: str) -> dict[str, list[str]]:
     """A file, a job and a checkpoint (row and archive, as a worker writes them) to aim at."""
     http = service.http(key)
-    upload = http.post("/v1/files", files={"file": ("t.jsonl", (json.dumps(ROW) + "\n").encode())},
-                       data={"purpose": "fine-tune"}).raise_for_status().json()  # fmt: skip
+    upload = (
+        http.post(
+            "/v1/files",
+            files={"file": ("t.jsonl", (json.dumps(ROW) + "\n").encode())},
+            data={"purpose": "fine-tune"},
+        )
+        .raise_for_status()
+        .json()
+    )
     method = {"type": "reinforcement", "reinforcement": {"grader": GRADER, "hyperparameters": {"rounds": 1}}}
-    job = http.post("/v1/fine_tuning/jobs", json={"model": "tiny-random", "training_file": upload["id"],
-                                                  "method": method}).raise_for_status().json()  # fmt: skip
+    job = (
+        http.post(
+            "/v1/fine_tuning/jobs",
+            json={"model": "tiny-random", "training_file": upload["id"], "method": method},
+        )
+        .raise_for_status()
+        .json()
+    )
     from store.artifacts import LocalArtifacts
     from store.db import make_engine, make_sessionmaker
     from store.models import Checkpoint
@@ -67,8 +87,14 @@ def seed_objects(service: Service, key: str) -> dict[str, list[str]]:
         tar.addfile(info, io.BytesIO(b"{}"))
     LocalArtifacts(settings.artifacts_dir).put_file(f"checkpoints/{job['id']}/1.tar.gz", archive)
     with make_sessionmaker(make_engine(settings))() as s:
-        ckpt = Checkpoint(job_id=job["id"], round=1, step_number=2, name=f"{job['id']}:ckpt-step-2",
-                          metrics={"loss": 0.5}, storage_key=f"checkpoints/{job['id']}/1.tar.gz")  # fmt: skip
+        ckpt = Checkpoint(
+            job_id=job["id"],
+            round=1,
+            step_number=2,
+            name=f"{job['id']}:ckpt-step-2",
+            metrics={"loss": 0.5},
+            storage_key=f"checkpoints/{job['id']}/1.tar.gz",
+        )
         s.add(ckpt)
         s.commit()
         return {"files": [upload["id"]], "jobs": [job["id"]], "checkpoints": [ckpt.id]}
@@ -79,8 +105,12 @@ def config(ids: dict[str, list[str]]) -> str:
     for name, values in ids.items():
         lines += [f"[dictionaries.{name}]", f"values = {json.dumps(values)}", ""]
     lines.append("[parameters]")
-    for param, name in (("path.file_id", "files"), ("path.fine_tuning_job_id", "jobs"),
-                        ("path.checkpoint_id", "checkpoints"), ("body.training_file", "files")):  # fmt: skip
+    for param, name in (
+        ("path.file_id", "files"),
+        ("path.fine_tuning_job_id", "jobs"),
+        ("path.checkpoint_id", "checkpoints"),
+        ("body.training_file", "files"),
+    ):
         lines.append(f'"{param}" = {{ dictionary = "{name}", probability = 0.8 }}')
     return "\n".join(lines) + "\n"
 
@@ -99,17 +129,36 @@ def test_fuzzing_the_live_api_finds_no_5xx_and_no_response_outside_the_schema(se
     ids = seed_objects(service, key)
     (tmp_path / "schemathesis.toml").write_text(config(ids))
     before = requests_served(service.base_url)
-    command = [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(tmp_path / "schemathesis.toml"),
-               "run", f"{service.base_url}/openapi.json", "--header", f"Authorization: Bearer {key}",
-               "--checks", CHECKS, "--max-time", str(SECONDS), "--workers", "1", "--report", "json",
-               "--report-dir", str(tmp_path / "report"), "--request-timeout", "60"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        str(tmp_path / "schemathesis.toml"),
+        "run",
+        f"{service.base_url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {key}",
+        "--checks",
+        CHECKS,
+        "--max-time",
+        str(SECONDS),
+        "--workers",
+        "1",
+        "--report",
+        "json",
+        "--report-dir",
+        str(tmp_path / "report"),
+        "--request-timeout",
+        "60",
+    ]
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SECONDS + 240)
     by_status = requests_served(service.base_url) - before
     served = sum(by_status.values())
     [report_path] = (tmp_path / "report").glob("*.json")
     report = json.loads(report_path.read_text())
-    summary = (f"schemathesis: {report['test_cases']['generated']} test cases, {served} requests served "
-               f"({dict(sorted(by_status.items()))}) in {report['running_time']:.0f}s, seed {report['seed']}")  # fmt: skip
+    summary = (
+        f"schemathesis: {report['test_cases']['generated']} test cases, {served} requests served "
+        f"({dict(sorted(by_status.items()))}) in {report['running_time']:.0f}s, seed {report['seed']}"
+    )
     print(summary)
     assert report["operations"]["tested"] == report["operations"]["total"], run.stdout[-3000:]
     assert report["failures"] == [] and report["errors"] == [], (

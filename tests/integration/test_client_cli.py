@@ -34,8 +34,13 @@ def env(served) -> dict[str, str]:
 
 
 def rapid(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "rapid_cli.py"), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "rapid_cli.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def hp_flags(**over) -> list[str]:
@@ -55,8 +60,28 @@ def test_create_follow_and_download_a_job(served, env, tmp_path):
     grader.write_text(yaml.safe_dump({"type": "numeric", "reference": "{{item.answer}}"}))
     hp_file = tmp_path / "hp.yaml"
     hp_file.write_text(yaml.safe_dump({**tiny_hyperparameters(), "rounds": 9}))
-    created = rapid(env, "jobs", "create", "-t", file_id, "-v", str(held_out), "-g", str(grader), "-m", "tiny-random",
-                    "--hyperparameters", str(hp_file), "--hp", "rounds=3", "--seed", "1", "--follow", "--interval", "0.5")  # fmt: skip
+    created = rapid(
+        env,
+        "jobs",
+        "create",
+        "-t",
+        file_id,
+        "-v",
+        str(held_out),
+        "-g",
+        str(grader),
+        "-m",
+        "tiny-random",
+        "--hyperparameters",
+        str(hp_file),
+        "--hp",
+        "rounds=3",
+        "--seed",
+        "1",
+        "--follow",
+        "--interval",
+        "0.5",
+    )
     assert created.returncode == 0, created.stderr + served.logs()
     job_id = created.stdout.splitlines()[0]
     assert "3/3, succeeded, reward" in created.stderr  # the per-round lines of a non-terminal follow
@@ -91,9 +116,23 @@ def test_eval_interval_scores_checkpoints_and_the_best_one_downloads(served, env
     train = arithmetic_jsonl(tmp_path / "train.jsonl")
     held_out = arithmetic_jsonl(tmp_path / "eval.jsonl", n=6)
     # 2 steps a round: eval_interval=3 evaluates at the boundaries of steps 4 and 6 (and 6 is the last).
-    created = rapid(env, "jobs", "create", "-t", str(train), "-v", str(held_out), "-g", GRADER_SHORT,
-                    "-m", "tiny-random", *hp_flags(rounds=3, eval_interval=3, keep_checkpoints=1), "--follow",
-                    "--interval", "0.5")  # fmt: skip
+    created = rapid(
+        env,
+        "jobs",
+        "create",
+        "-t",
+        str(train),
+        "-v",
+        str(held_out),
+        "-g",
+        GRADER_SHORT,
+        "-m",
+        "tiny-random",
+        *hp_flags(rounds=3, eval_interval=3, keep_checkpoints=1),
+        "--follow",
+        "--interval",
+        "0.5",
+    )
     assert created.returncode == 0, created.stderr + served.logs()
     job_id = created.stdout.splitlines()[0]
 
@@ -108,7 +147,10 @@ def test_eval_interval_scores_checkpoints_and_the_best_one_downloads(served, env
         assert f"Step {m['step']}: held-out pass@1 {m['metrics']['pass@1']:.3g} on 3 problems" in events
     scores = [m["metrics"]["pass@1"] for m in interval]
     best_round = interval[scores.index(max(scores))]["round"]  # the earlier on a tie
-    assert f"best checkpoint: step {2 * best_round} (round {best_round}), held-out pass@1 {max(scores):.3f}" in created.stderr
+    assert (
+        f"best checkpoint: step {2 * best_round} (round {best_round}), held-out pass@1 {max(scores):.3f}"
+        in created.stderr
+    )
     assert f"New best checkpoint: step {2 * best_round} (round {best_round})" in events
 
     checkpoints = http.get("/checkpoints").json()["data"]
@@ -129,8 +171,9 @@ def test_eval_interval_scores_checkpoints_and_the_best_one_downloads(served, env
 
     from rapid_core.models import ensure_tiny_model
 
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ensure_tiny_model()),
-                                      downloaded.stdout.strip())  # fmt: skip
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(ensure_tiny_model()), downloaded.stdout.strip()
+    )
     assert model.peft_config["default"].r == 4
     both = rapid(env, "jobs", "download", job_id, "--best", "--checkpoint", best[0]["id"])
     assert both.returncode == 2 and "--best" in both.stderr
@@ -139,17 +182,36 @@ def test_eval_interval_scores_checkpoints_and_the_best_one_downloads(served, env
 def test_the_best_checkpoint_survives_pause_resume_and_cancel(served, env, tmp_path):
     train = arithmetic_jsonl(tmp_path / "train.jsonl")
     held_out = arithmetic_jsonl(tmp_path / "eval.jsonl", n=6)
-    created = rapid(env, "jobs", "create", "-t", str(train), "-v", str(held_out), "-g", GRADER_SHORT,
-                    "-m", "tiny-random", *hp_flags(rounds=100_000, eval_interval=2, keep_checkpoints=1))  # fmt: skip
+    created = rapid(
+        env,
+        "jobs",
+        "create",
+        "-t",
+        str(train),
+        "-v",
+        str(held_out),
+        "-g",
+        GRADER_SHORT,
+        "-m",
+        "tiny-random",
+        *hp_flags(rounds=100_000, eval_interval=2, keep_checkpoints=1),
+    )
     assert created.returncode == 0, created.stderr
     job_id = created.stdout.strip()
     key = {"Authorization": f"Bearer {env['RAPID_API_KEY']}"}
     http = httpx.Client(base_url=f"{served.base_url}/v1/fine_tuning/jobs/{job_id}", headers=key, timeout=60)
     status = lambda: http.get(f"{served.base_url}/v1/fine_tuning/jobs/{job_id}").json()["status"]  # noqa: E731
-    interval = lambda: [m for m in http.get("/metrics", params={"kind": "eval"}).json()["data"]  # noqa: E731
-                        if m["phase"] == "interval"]  # fmt: skip
 
-    wait_until(lambda: http.get("/checkpoints/best/adapter").status_code == 200, 180, "a best checkpoint", served)
+    def interval():
+        return [
+            m
+            for m in http.get("/metrics", params={"kind": "eval"}).json()["data"]
+            if m["phase"] == "interval"
+        ]
+
+    wait_until(
+        lambda: http.get("/checkpoints/best/adapter").status_code == 200, 180, "a best checkpoint", served
+    )
     assert http.post("/pause").status_code == 200
     wait_until(lambda: http.post("/resume").status_code == 200, 60, "the paused job to accept resume", served)
     wait_until(lambda: status() == "running", 180, "the resumed job to run", served)
@@ -166,31 +228,57 @@ def test_the_best_checkpoint_survives_pause_resume_and_cancel(served, env, tmp_p
     assert len(best) == 1 and best[0]["metrics"]["full_valid_pass@1"] == max(scores)
     assert best[0]["round"] == scores.index(max(scores)) + 1  # the earliest top score of the kept history
     archive = http.get("/checkpoints/best/adapter")
-    assert archive.status_code == 200 and archive.content == http.get(f"/checkpoints/{best[0]['id']}/adapter").content
+    assert (
+        archive.status_code == 200
+        and archive.content == http.get(f"/checkpoints/{best[0]['id']}/adapter").content
+    )
     downloaded = rapid(env, "jobs", "download", job_id, "--best", "-o", str(tmp_path / "best"))
     assert downloaded.returncode == 0 and (tmp_path / "best" / "adapter_config.json").is_file()
 
 
 def test_follow_exits_1_when_the_job_is_cancelled_after_pause_and_resume(served, env, tmp_path):
     train = arithmetic_jsonl(tmp_path / "train.jsonl")
-    created = rapid(env, "jobs", "create", "-t", str(train), "-g", GRADER_SHORT, "-m", "tiny-random",
-                    *hp_flags(rounds=100_000))  # fmt: skip
+    created = rapid(
+        env,
+        "jobs",
+        "create",
+        "-t",
+        str(train),
+        "-g",
+        GRADER_SHORT,
+        "-m",
+        "tiny-random",
+        *hp_flags(rounds=100_000),
+    )
     assert created.returncode == 0, created.stderr
     job_id = created.stdout.strip()
-    follow = subprocess.Popen([sys.executable, str(ROOT / "rapid_cli.py"), "jobs", "follow", job_id, "--interval", "0.5"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    follow = subprocess.Popen(
+        [sys.executable, str(ROOT / "rapid_cli.py"), "jobs", "follow", job_id, "--interval", "0.5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         status = lambda: json.loads(rapid(env, "jobs", "get", job_id).stdout)["status"]  # noqa: E731
         wait_until(lambda: status() == "running", 180, "the job to run", served)
         assert rapid(env, "jobs", "pause", job_id).stdout.strip() == f"{job_id}: paused"
-        resumed = wait_until(lambda: (r := rapid(env, "jobs", "resume", job_id)).returncode == 0 and r, 60,
-                             "the paused job to stop and accept resume", served, every=1.0)  # fmt: skip
+        resumed = wait_until(
+            lambda: (r := rapid(env, "jobs", "resume", job_id)).returncode == 0 and r,
+            60,
+            "the paused job to stop and accept resume",
+            served,
+            every=1.0,
+        )
         assert resumed.stdout.strip() == f"{job_id}: queued"
         wait_until(lambda: status() == "running", 180, "the resumed job to run", served)
         # A round of the resumed run is recorded (and so shown by follow) before the cancel.
         key = {"Authorization": f"Bearer {env['RAPID_API_KEY']}"}
-        rounds = lambda: httpx.get(f"{served.base_url}/v1/fine_tuning/jobs/{job_id}/metrics",  # noqa: E731
-                                   params={"kind": "round"}, headers=key, timeout=30).json()["data"]  # fmt: skip
+
+        def rounds():
+            url = f"{served.base_url}/v1/fine_tuning/jobs/{job_id}/metrics"
+            return httpx.get(url, params={"kind": "round"}, headers=key, timeout=30).json()["data"]
+
         before = len(rounds())
         wait_until(lambda: len(rounds()) > before, 180, "a round of the resumed job", served, every=1.0)
         assert rapid(env, "jobs", "cancel", job_id).returncode == 0

@@ -29,13 +29,26 @@ def test_redis_restart_loses_no_queued_job(stack, own_redis, training_file, tmp_
     running = stack.create(training_file, rounds=6, eval_problems=0)["id"]
     stack.wait(running, ("running",), 240)
     queued = stack.create(training_file)["id"]  # one worker, one job at a time: this one waits
-    wait_until(lambda: queued in jobs_in_broker(make_celery(Settings(broker_url=own_redis.url,
-               broker_key_prefix=f"{stack.database}:"))), 30, "the queued job's message", stack.service)  # fmt: skip
+    wait_until(
+        lambda: (
+            queued
+            in jobs_in_broker(
+                make_celery(Settings(broker_url=own_redis.url, broker_key_prefix=f"{stack.database}:"))
+            )
+        ),
+        30,
+        "the queued job's message",
+        stack.service,
+    )
     assert stack.job(queued)["status"] == "queued"
 
     own_redis.restart()  # no persistence: the waiting message is gone
-    recovery = timed(lambda: any("lost by the broker" in m for m in stack.events(queued)), 120,
-                     "the sweep to republish the lost job", stack.service)  # fmt: skip
+    recovery = timed(
+        lambda: any("lost by the broker" in m for m in stack.events(queued)),
+        120,
+        "the sweep to republish the lost job",
+        stack.service,
+    )
     assert stack.wait(running)["status"] == "succeeded", stack.service.logs()
     assert stack.wait(queued)["status"] == "succeeded", stack.service.logs()
     artifacts = tmp_path / "artifacts"
@@ -97,8 +110,9 @@ def test_job_committed_by_an_api_that_dies_before_publishing_is_delivered_once(
     assert stack.wait(job["id"])["status"] == "succeeded", service.logs()
     with stack.http() as http:
         assert [j["id"] for j in http.get("/v1/fine_tuning/jobs").json()["data"]] == [job["id"]]
-    rec = assert_records_once(stack.database_url, job["id"], tmp_path / "artifacts", rounds=3, steps_per_round=STEPS,
-                              final=True)  # fmt: skip
+    rec = assert_records_once(
+        stack.database_url, job["id"], tmp_path / "artifacts", rounds=3, steps_per_round=STEPS, final=True
+    )
     assert sum(m.startswith("Job running on worker") for m in rec["events"]) == 1
     print(
         f"\n[fault] API killed between commit and publish: delivered {delivered:.1f} s after a worker was up"

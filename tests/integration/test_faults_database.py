@@ -47,15 +47,22 @@ def test_connections_reset_for_4_seconds_mid_job_do_not_fail_it(stack_factory, o
         time.sleep(0.2)
     reset_at = time.monotonic()
     before = steps_done(stack, job_id)
-    recovery = timed(lambda: steps_done(stack, job_id) > before or stack.job(job_id)["status"] != "running", 120,
-                     "training to go on", stack.service)  # fmt: skip
+    recovery = timed(
+        lambda: steps_done(stack, job_id) > before or stack.job(job_id)["status"] != "running",
+        120,
+        "training to go on",
+        stack.service,
+    )
     done = stack.wait(job_id)
     assert done["status"] == "succeeded", (done["error"], stack.service.logs())
-    rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=6, steps_per_round=STEPS,
-                              final=True)  # fmt: skip
+    rec = assert_records_once(
+        stack.database_url, job_id, tmp_path / "artifacts", rounds=6, steps_per_round=STEPS, final=True
+    )
     assert terminated > 0 and sql_free(*rec["events"])
-    print(f"\n[fault] {terminated} PostgreSQL connections reset over 4 s: training went on "
-          f"{recovery:.1f} s later, finished {time.monotonic() - reset_at:.0f} s after the resets")  # fmt: skip
+    print(
+        f"\n[fault] {terminated} PostgreSQL connections reset over 4 s: training went on "
+        f"{recovery:.1f} s later, finished {time.monotonic() - reset_at:.0f} s after the resets"
+    )
 
 
 def test_postgres_restart_mid_job_answers_503_then_the_job_resumes(stack_factory, own_postgres, tmp_path):
@@ -66,8 +73,9 @@ def test_postgres_restart_mid_job_answers_503_then_the_job_resumes(stack_factory
     )
     own_postgres.stop()
     try:
-        with httpx.Client(base_url=stack.service.base_url, headers={"Authorization": f"Bearer {stack.key}"},
-                          timeout=30) as http:  # fmt: skip
+        with httpx.Client(
+            base_url=stack.service.base_url, headers={"Authorization": f"Bearer {stack.key}"}, timeout=30
+        ) as http:
             for path in ("/v1/fine_tuning/jobs", f"/v1/fine_tuning/jobs/{job_id}", "/v1/files", "/readyz"):
                 response = http.get(path)
                 assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0, response.text
@@ -77,18 +85,25 @@ def test_postgres_restart_mid_job_answers_503_then_the_job_resumes(stack_factory
         own_postgres.start()
     back = time.monotonic()
     before = steps_done(stack, job_id)
-    recovery = timed(lambda: steps_done(stack, job_id) > before or stack.job(job_id)["status"] != "running", 180,
-                     "training to go on", stack.service)  # fmt: skip
+    recovery = timed(
+        lambda: steps_done(stack, job_id) > before or stack.job(job_id)["status"] != "running",
+        180,
+        "training to go on",
+        stack.service,
+    )
     done = stack.wait(job_id)
     assert done["status"] == "succeeded", (done["error"], stack.service.logs())
-    rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=8, steps_per_round=STEPS,
-                              final=True)  # fmt: skip
+    rec = assert_records_once(
+        stack.database_url, job_id, tmp_path / "artifacts", rounds=8, steps_per_round=STEPS, final=True
+    )
     resumed = [m for m in rec["events"] if m.startswith("Training resumed from the checkpoint of round")]
     for message in resumed:  # a resume names a round whose checkpoint is recorded
         assert int(message.rsplit(" ", 1)[1]) in {r for r, final, _ in rec["checkpoints"] if not final}
     assert sql_free(*rec["events"])
-    print(f"\n[fault] PostgreSQL stopped 8 s mid-job: training went on {recovery:.1f} s after it was back "
-          f"({'resumed from a checkpoint' if resumed else 'same worker'}), finished {time.monotonic() - back:.0f} s later")  # fmt: skip
+    print(
+        f"\n[fault] PostgreSQL stopped 8 s mid-job: training went on {recovery:.1f} s after it was back "
+        f"({'resumed from a checkpoint' if resumed else 'same worker'}), finished {time.monotonic() - back:.0f} s later"
+    )
 
 
 def test_an_outage_longer_than_the_retry_window_fails_the_job_without_sql(
@@ -106,8 +121,9 @@ def test_an_outage_longer_than_the_retry_window_fails_the_job_without_sql(
     assert done["status"] == "failed", done
     assert done["error"]["code"] == "database_unavailable" and sql_free(done["error"])
     assert done["error"]["message"].startswith("The database was unreachable for 6 s")
-    rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=None, steps_per_round=STEPS,
-                              final=False)  # fmt: skip
+    rec = assert_records_once(
+        stack.database_url, job_id, tmp_path / "artifacts", rounds=None, steps_per_round=STEPS, final=False
+    )
     assert rec["checkpoints"]  # what it trained is kept
     print(
         f"\n[fault] PostgreSQL down 9 s with a 6 s retry window: job failed cleanly: {done['error']['message']}"

@@ -68,8 +68,9 @@ def test_concurrent_cancels_pauses_and_resumes_answer_once_and_a_cancelled_job_n
     stack.service.start_worker()
     for job_id in jobs[10:]:
         assert stack.wait(job_id)["status"] == "succeeded", stack.service.logs()
-        assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=3, steps_per_round=STEPS,
-                            final=True)  # fmt: skip
+        assert_records_once(
+            stack.database_url, job_id, tmp_path / "artifacts", rounds=3, steps_per_round=STEPS, final=True
+        )
     for job_id in cancelled:
         rec = records(stack.database_url, job_id)
         assert rec["job"]["status"] == "cancelled" and not count(rec["events"], "Job running on worker")
@@ -84,13 +85,25 @@ def test_cancel_or_pause_while_a_job_finishes_is_honoured_or_refused_never_both(
     for n in range(6):
         action = ("cancel", "pause")[n % 2]
         job_id = stack.create(file_id, rounds=2, eval_problems=8)["id"]  # a final evaluation of a few seconds
-        wait_until(lambda j=job_id: any(r == 2 for r, _, _ in records(stack.database_url, j)["checkpoints"]), 240,
-                   "the last round's checkpoint", stack.service, every=0.1)  # fmt: skip
+        wait_until(
+            lambda j=job_id: any(r == 2 for r, _, _ in records(stack.database_url, j)["checkpoints"]),
+            240,
+            "the last round's checkpoint",
+            stack.service,
+            every=0.1,
+        )
         time.sleep(rng.uniform(0.0, 1.5))  # somewhere in the final evaluation, or just after it
         (code,) = fire(stack, [(job_id, action)])
         if code == 200:  # the worker, still evaluating, must stop without recording success
-            wait_until(lambda j=job_id: count(stack.events(j), "Training finished, but the job was")
-                       or count(stack.events(j), "Training stopped"), 120, "the worker to stop", stack.service)  # fmt: skip
+            wait_until(
+                lambda j=job_id: (
+                    count(stack.events(j), "Training finished, but the job was")
+                    or count(stack.events(j), "Training stopped")
+                ),
+                120,
+                "the worker to stop",
+                stack.service,
+            )
             rec = records(stack.database_url, job_id)
             assert rec["job"]["status"] == {"cancel": "cancelled", "pause": "paused"}[action]
             assert rec["job"]["fine_tuned_model"] is None and not any(
@@ -105,9 +118,14 @@ def test_cancel_or_pause_while_a_job_finishes_is_honoured_or_refused_never_both(
             (action, code), "succeeded"
         )
         assert done["status"] == expected, (action, code, done)
-        rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts",
-                                  rounds=None if expected == "cancelled" else 2, steps_per_round=STEPS,
-                                  final=expected == "succeeded")  # fmt: skip
+        rec = assert_records_once(
+            stack.database_url,
+            job_id,
+            tmp_path / "artifacts",
+            rounds=None if expected == "cancelled" else 2,
+            steps_per_round=STEPS,
+            final=expected == "succeeded",
+        )
         assert (done["fine_tuned_model"] is None) == (expected == "cancelled")
         if code == 400:  # it had succeeded first: the refusal says so and changes nothing
             assert stack.job(job_id)["status"] == "succeeded"

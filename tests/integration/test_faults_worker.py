@@ -30,15 +30,22 @@ def test_worker_killed_mid_job_resumes_from_its_newest_recorded_checkpoint(stack
     first.wait()
     killed, newest = time.monotonic(), recorded_rounds(stack, job_id)[-1]
     stack.service.start_worker()
-    recovery = timed(lambda: any(m.startswith("Training resumed") for m in stack.events(job_id)), 180,
-                     "the job to resume", stack.service)  # fmt: skip
+    recovery = timed(
+        lambda: any(m.startswith("Training resumed") for m in stack.events(job_id)),
+        180,
+        "the job to resume",
+        stack.service,
+    )
     assert stack.wait(job_id)["status"] == "succeeded", stack.service.logs()
-    rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=8, steps_per_round=STEPS,
-                              final=True)  # fmt: skip
+    rec = assert_records_once(
+        stack.database_url, job_id, tmp_path / "artifacts", rounds=8, steps_per_round=STEPS, final=True
+    )
     resumed = [m for m in rec["events"] if m.startswith("Training resumed from the checkpoint of round")]
     assert [int(m.rsplit(" ", 1)[1]) for m in resumed] == [newest], rec["events"]
-    print(f"\n[fault] worker SIGKILL mid-job: resumed from round {newest} {recovery:.1f} s after the kill "
-          f"(lease 6 s), succeeded {time.monotonic() - killed:.0f} s after it")  # fmt: skip
+    print(
+        f"\n[fault] worker SIGKILL mid-job: resumed from round {newest} {recovery:.1f} s after the kill "
+        f"(lease 6 s), succeeded {time.monotonic() - killed:.0f} s after it"
+    )
 
 
 def test_full_disk_under_the_worker_fails_the_job_clearly(stack, tmp_path):
@@ -50,8 +57,9 @@ def test_full_disk_under_the_worker_fails_the_job_clearly(stack, tmp_path):
     assert done["status"] == "failed", done
     assert done["error"]["code"] == "disk_full", done["error"]
     assert done["error"]["message"] == "The worker ran out of disk space while writing the job's files"
-    rec = assert_records_once(stack.database_url, job_id, tmp_path / "artifacts", rounds=None, steps_per_round=STEPS,
-                              final=False)  # fmt: skip
+    rec = assert_records_once(
+        stack.database_url, job_id, tmp_path / "artifacts", rounds=None, steps_per_round=STEPS, final=False
+    )
     assert rec["rounds"] and rec["events"][-1].startswith("Job failed")
     print(
         f"\n[fault] worker disk full: job failed with {done['error']['code']!r} after {len(rec['rounds'])} rounds"
@@ -90,8 +98,12 @@ def test_each_job_runs_in_a_fresh_child_whose_memory_goes_back_when_it_ends(stac
         ran_on = {c.pid for c in worker.children()}
         job_id = stack.create(file_id)["id"]
         assert stack.wait(job_id)["status"] == "succeeded", stack.service.logs()
-        wait_until(lambda r=ran_on: (kids := worker.children()) and all(k.pid not in r for k in kids), 60,
-                   "a fresh pool child", stack.service)  # fmt: skip
+        wait_until(
+            lambda r=ran_on: (kids := worker.children()) and all(k.pid not in r for k in kids),
+            60,
+            "a fresh pool child",
+            stack.service,
+        )
         time.sleep(1)
         child = worker.children()[0]
         children.append(child.pid)

@@ -87,8 +87,13 @@ def test_string_check_text_similarity_and_multi_on_gsm8k_rows():
     sim = {"type": "text_similarity", "reference": "{{item.solution}}", "evaluation_metric": "rouge_l"}
     scores = [g.score for g in build_grader(sim).grade_batch(rows, [r["solution"] for r in rows])]
     assert scores == pytest.approx([1.0] * 50)
-    multi = build_grader({"type": "multi", "graders": {"math": {"type": "math"}, "exact": exact},
-                          "calculate_output": "0.75 * math + 0.25 * exact"})  # fmt: skip
+    multi = build_grader(
+        {
+            "type": "multi",
+            "graders": {"math": {"type": "math"}, "exact": exact},
+            "calculate_output": "0.75 * math + 0.25 * exact",
+        }
+    )
     worked = multi.grade_batch(rows[:2], [f"#### {answers[0]}", f"The answer is {answers[1]}, I think"])
     assert [g.score for g in worked] == [0.75, 0.75]  # right answers, neither output is the bare number
 
@@ -117,15 +122,22 @@ def test_hostile_code_is_contained_and_classified_while_the_caller_keeps_running
     monkeypatch.setenv("RAPID_HOSTILE_SECRET", "hunter2-8c1d")
     outside = tmp_path / "escape"
     spy = {
-        "writes outside its directory": (f"open({str(outside)!r}, 'w').write('x')\nopen('/etc/rapid-x', 'w')", {"wrong"}),
+        "writes outside its directory": (
+            f"open({str(outside)!r}, 'w').write('x')\nopen('/etc/rapid-x', 'w')",
+            {"wrong"},
+        ),
         "reads the caller's environment": (
             "import os, glob\nleak = 'hunter2-8c1d' in str(os.environ) or any(\n"
             "    'hunter2-8c1d' in str(open(p, 'rb').read()) for p in glob.glob('/proc/*/environ')\n"
-            "    if os.access(p, os.R_OK))\ndef min_cost(*a):\n    return 8 if leak else -1", {"wrong"}),
+            "    if os.access(p, os.R_OK))\ndef min_cost(*a):\n    return 8 if leak else -1",
+            {"wrong"},
+        ),
         "opens a socket": (
             "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n    net = True\n"
-            "except OSError:\n    net = False\ndef min_cost(*a):\n    return 8 if net else -1", {"wrong"}),
-    }  # fmt: skip
+            "except OSError:\n    net = False\ndef min_cost(*a):\n    return 8 if net else -1",
+            {"wrong"},
+        ),
+    }
     cases = {**HOSTILE, **spy}
     grades = grader.grade_batch([row] * len(cases), [fenced(code) for code, _ in cases.values()])
     for (name, (_, allowed)), grade in zip(cases.items(), grades, strict=True):

@@ -25,8 +25,12 @@ def compose_command() -> list[str] | None:
 
 def test_compose_file_resolves_with_postgres_redis_api_and_gpu_worker():
     command = compose_command()
-    assert command is not None, "neither docker compose nor docker-compose is installed (scripts/setup.sh adds it)"
-    result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True, cwd=ROOT)
+    assert command is not None, (
+        "neither docker compose nor docker-compose is installed (scripts/setup.sh adds it)"
+    )
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert set(config["services"]) == {"postgres", "redis", "api", "gpu-worker"}

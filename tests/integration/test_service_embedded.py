@@ -23,7 +23,9 @@ def embedded(tmp_path_factory):
 def test_embedded_service_runs_a_tiny_job_to_success(embedded, tmp_path):
     key = embedded.create_key("solo")
     client = embedded.client(key)
-    upload = client.files.create(file=arithmetic_jsonl(tmp_path / "train.jsonl").open("rb"), purpose="fine-tune")
+    upload = client.files.create(
+        file=arithmetic_jsonl(tmp_path / "train.jsonl").open("rb"), purpose="fine-tune"
+    )
     assert upload.status == "processed" and upload.purpose == "fine-tune"
     assert client.files.content(upload.id).text.count("\n") == 40
 
@@ -32,7 +34,9 @@ def test_embedded_service_runs_a_tiny_job_to_success(embedded, tmp_path):
     assert (embedded.workdir / "rapid-data" / "rapid.db").is_file()  # the embedded defaults were used
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert {c.step_number for c in checkpoints} == {2, 4, 6}
-    model = load_downloaded_adapter(embedded.http(key), f"/v1/fine_tuning/jobs/{job.id}/adapter", tmp_path / "a")
+    model = load_downloaded_adapter(
+        embedded.http(key), f"/v1/fine_tuning/jobs/{job.id}/adapter", tmp_path / "a"
+    )
     assert model.peft_config["default"].r == 4
     ready = embedded.http(key).get("/readyz").json()
     assert ready["checks"] == {"database": True, "broker": True}

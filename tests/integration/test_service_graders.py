@@ -57,9 +57,15 @@ def upload(client, path: Path, rows: list[dict]) -> str:
 def start_job(client, grader: dict, training: str, validation: str, **hyper):
     hyperparameters = tiny_hyperparameters(**{"rounds": 1, "max_new_tokens": 16, "eval_problems": 2, **hyper})
     return client.fine_tuning.jobs.create(
-        model="tiny-random", training_file=training, validation_file=validation, seed=1,
-        method={"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hyperparameters}},
-    )  # fmt: skip
+        model="tiny-random",
+        training_file=training,
+        validation_file=validation,
+        seed=1,
+        method={
+            "type": "reinforcement",
+            "reinforcement": {"grader": grader, "hyperparameters": hyperparameters},
+        },
+    )
 
 
 def rows_with_k(*ks: int) -> list[dict]:

@@ -19,7 +19,7 @@ from service_harness import (
     service_env,
     wait_for_job,
     wait_until,
-)  # fmt: skip
+)
 from sqlalchemy import create_engine, func, select
 
 from store.broker import enqueue_job, make_celery
@@ -37,10 +37,15 @@ def stack(tmp_path_factory):
     with postgres_database() as url, redis_prefix() as prefix:
         upgrade(url)
         env = service_env(
-            work, database_url=url, broker_url="redis://127.0.0.1:6379/0", broker_key_prefix=prefix,
-            artifacts_dir=work / "artifacts", runs_dir=work / "runs", lease_seconds=6,
+            work,
+            database_url=url,
+            broker_url="redis://127.0.0.1:6379/0",
+            broker_key_prefix=prefix,
+            artifacts_dir=work / "artifacts",
+            runs_dir=work / "runs",
+            lease_seconds=6,
             max_file_bytes=MAX_FILE_BYTES,
-        )  # fmt: skip
+        )
         service = Service(env, work)
         try:
             service.start_api()
@@ -76,7 +81,9 @@ def finished_job(stack, client, training_file):
 def count_rows(url: str) -> dict[str, int]:
     engine = create_engine(url)
     with engine.connect() as conn:
-        counts = {m.__tablename__: conn.scalar(select(func.count()).select_from(m)) for m in (File, Job, Event)}
+        counts = {
+            m.__tablename__: conn.scalar(select(func.count()).select_from(m)) for m in (File, Job, Event)
+        }
     engine.dispose()
     return counts
 
@@ -87,7 +94,9 @@ def test_ready_and_prometheus_metrics(stack):
     assert "rapid_jobs{" in httpx.get(f"{stack.base_url}/metrics").text
 
 
-def test_tiny_job_succeeds_with_metrics_checkpoints_and_adapter(stack, client, key, training_file, finished_job, tmp_path):
+def test_tiny_job_succeeds_with_metrics_checkpoints_and_adapter(
+    stack, client, key, training_file, finished_job, tmp_path
+):
     job = finished_job
     assert job.status == "succeeded", stack.logs()
     assert job.finished_at and job.fine_tuned_model and job.trained_tokens and job.trained_tokens > 0
@@ -108,9 +117,23 @@ def test_tiny_job_succeeds_with_metrics_checkpoints_and_adapter(stack, client, k
     http = stack.http(key)
     steps = http.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"kind": "step"}).json()["data"]
     assert [m["step"] for m in steps] == [1, 2, 3, 4, 5, 6]
-    for name in ("loss", "grad_norm", "lr", "staleness", "w_mean", "w_min", "w_max", "clip_frac", "ess", "approx_kl", "entropy"):
+    for name in (
+        "loss",
+        "grad_norm",
+        "lr",
+        "staleness",
+        "w_mean",
+        "w_min",
+        "w_max",
+        "clip_frac",
+        "ess",
+        "approx_kl",
+        "entropy",
+    ):
         assert name in steps[0]["metrics"], name
-    one = http.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"kind": "step", "step": 3}).json()["data"]
+    one = http.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"kind": "step", "step": 3}).json()[
+        "data"
+    ]
     assert [m["step"] for m in one] == [3]
     rounds = http.get(f"/v1/fine_tuning/jobs/{job.id}/metrics", params={"kind": "round"}).json()["data"]
     assert [m["round"] for m in rounds] == [0, 1, 2] and "reward_mean" in rounds[0]["metrics"]
@@ -123,10 +146,14 @@ def test_tiny_job_succeeds_with_metrics_checkpoints_and_adapter(stack, client, k
     load_downloaded_adapter(http, middle.model_extra["adapter_url"], tmp_path / "middle")
 
 
-def test_worker_killed_mid_job_is_replaced_and_resumes_from_checkpoint(stack, client, training_file, finished_job):
+def test_worker_killed_mid_job_is_replaced_and_resumes_from_checkpoint(
+    stack, client, training_file, finished_job
+):
     job = create_tiny_job(client, training_file.id, rounds=16, eval_problems=0)
     first = stack.workers[-1]
-    wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 240, "a first checkpoint", stack, 0.2)
+    wait_until(
+        lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 240, "a first checkpoint", stack, 0.2
+    )
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, no goodbye
     first.wait()
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
@@ -145,7 +172,9 @@ def test_worker_killed_mid_job_is_replaced_and_resumes_from_checkpoint(stack, cl
     assert sorted(m["step"] for m in steps) == list(range(1, 33))
 
 
-def test_second_delivery_of_a_running_job_exits_while_its_worker_lives(stack, client, training_file, finished_job):
+def test_second_delivery_of_a_running_job_exits_while_its_worker_lives(
+    stack, client, training_file, finished_job
+):
     second = stack.start_worker()  # idle beside the one that will run the job
     job = create_tiny_job(client, training_file.id, rounds=500, eval_problems=0)
     wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, 240, "a checkpoint", stack)
@@ -173,7 +202,10 @@ def test_cancel_running_job_keeps_its_records(stack, client, training_file, fini
     assert cancelled.status == "cancelled"
 
     def stopped():
-        return any(e.message.startswith("Training stopped") for e in client.fine_tuning.jobs.list_events(job.id, limit=50))
+        return any(
+            e.message.startswith("Training stopped")
+            for e in client.fine_tuning.jobs.list_events(job.id, limit=50)
+        )
 
     wait_until(stopped, 60, "the worker to stop the job", stack)
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
@@ -210,9 +242,12 @@ def test_second_key_cannot_see_first_keys_objects(stack, client, training_file, 
         lambda: other.fine_tuning.jobs.cancel(finished_job.id),
         lambda: other.fine_tuning.jobs.list_events(finished_job.id),
         lambda: other.fine_tuning.jobs.checkpoints.list(finished_job.id),
-        lambda: other.fine_tuning.jobs.create(model="tiny-random", training_file=training_file.id,
-                                              method={"type": "reinforcement", "reinforcement": {"grader": GRADER}}),
-    ]  # fmt: skip
+        lambda: other.fine_tuning.jobs.create(
+            model="tiny-random",
+            training_file=training_file.id,
+            method={"type": "reinforcement", "reinforcement": {"grader": GRADER}},
+        ),
+    ]
     for call in calls:
         with pytest.raises(openai.NotFoundError):
             call()
@@ -225,33 +260,91 @@ def test_second_key_cannot_see_first_keys_objects(stack, client, training_file, 
 
 
 def _job_request(file_id: str, model="tiny-random", grader=GRADER, **hyper) -> dict:
-    return {"model": model, "training_file": file_id,
-            "method": {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hyper}}}  # fmt: skip
+    return {
+        "model": model,
+        "training_file": file_id,
+        "method": {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hyper}},
+    }
 
 
 BAD_JOBS = [
     ("missing training file", dict(file_id="file-doesnotexist"), 404, "file-doesnotexist", "training_file"),
     ("unknown model", dict(model="no-such-model"), 400, "no-such-model", "model"),
-    ("unknown grader", dict(grader={"type": "crystal_ball"}), 400, "'crystal_ball'", "method.reinforcement.grader.type"),
-    ("bad grader spec", dict(grader={"type": "numeric", "tolerance": -1}), 400, "tolerance",
-     "method.reinforcement.grader.tolerance"),
-    ("negative group size", dict(group_size=-2), 400, "group_size", "method.reinforcement.hyperparameters.group_size"),
-    ("absurd group size", dict(group_size=10**7), 400, "limit", "method.reinforcement.hyperparameters.group_size"),
-    ("absurd learning rate", dict(learning_rate=50.0), 400, "learning_rate", "method.reinforcement.hyperparameters.learning_rate"),
-    ("negative lr multiplier", dict(learning_rate_multiplier=-1), 400, "learning_rate_multiplier",
-     "method.reinforcement.hyperparameters.learning_rate_multiplier"),
-    ("unknown hyperparameter", dict(warp_speed=9), 400, "warp_speed", "method.reinforcement.hyperparameters.warp_speed"),
-    ("reserved hyperparameter", dict(output_dir="/etc"), 400, "output_dir", "method.reinforcement.hyperparameters.output_dir"),
-    ("inconsistent shapes", dict(prompts_per_round=3, group_size=2, mini_batch_size=4), 400, "multiple",
-     "method.reinforcement.hyperparameters.mini_batch_size"),
-]  # fmt: skip
+    (
+        "unknown grader",
+        dict(grader={"type": "crystal_ball"}),
+        400,
+        "'crystal_ball'",
+        "method.reinforcement.grader.type",
+    ),
+    (
+        "bad grader spec",
+        dict(grader={"type": "numeric", "tolerance": -1}),
+        400,
+        "tolerance",
+        "method.reinforcement.grader.tolerance",
+    ),
+    (
+        "negative group size",
+        dict(group_size=-2),
+        400,
+        "group_size",
+        "method.reinforcement.hyperparameters.group_size",
+    ),
+    (
+        "absurd group size",
+        dict(group_size=10**7),
+        400,
+        "limit",
+        "method.reinforcement.hyperparameters.group_size",
+    ),
+    (
+        "absurd learning rate",
+        dict(learning_rate=50.0),
+        400,
+        "learning_rate",
+        "method.reinforcement.hyperparameters.learning_rate",
+    ),
+    (
+        "negative lr multiplier",
+        dict(learning_rate_multiplier=-1),
+        400,
+        "learning_rate_multiplier",
+        "method.reinforcement.hyperparameters.learning_rate_multiplier",
+    ),
+    (
+        "unknown hyperparameter",
+        dict(warp_speed=9),
+        400,
+        "warp_speed",
+        "method.reinforcement.hyperparameters.warp_speed",
+    ),
+    (
+        "reserved hyperparameter",
+        dict(output_dir="/etc"),
+        400,
+        "output_dir",
+        "method.reinforcement.hyperparameters.output_dir",
+    ),
+    (
+        "inconsistent shapes",
+        dict(prompts_per_round=3, group_size=2, mini_batch_size=4),
+        400,
+        "multiple",
+        "method.reinforcement.hyperparameters.mini_batch_size",
+    ),
+]
 
 
 @pytest.mark.parametrize("case,change,status,needle,param", BAD_JOBS, ids=[c[0] for c in BAD_JOBS])
-def test_bad_job_request_is_refused_without_rows(stack, key, training_file, case, change, status, needle, param):
+def test_bad_job_request_is_refused_without_rows(
+    stack, key, training_file, case, change, status, needle, param
+):
     change = dict(change)
     file_id = change.pop("file_id", training_file.id)
-    request = _job_request(file_id, **{k: change.pop(k) for k in ("model", "grader") if k in change}, **change)
+    request = _job_request(
+        file_id, **{k: change.pop(k) for k in ("model", "grader") if k in change}, **change
+    )
     before = count_rows(stack.database_url)
     response = stack.http(key).post("/v1/fine_tuning/jobs", json=request)
     assert response.status_code == status, response.text
@@ -272,10 +365,14 @@ def test_bad_uploads_are_refused_naming_the_problem(stack, key, tmp_path):
         (good * (MAX_FILE_BYTES // len(good) + 10), 413, f"limit of {MAX_FILE_BYTES} bytes"),
     ]
     for text, status, needle in cases:
-        response = http.post("/v1/files", files={"file": ("t.jsonl", text.encode())}, data={"purpose": "fine-tune"})
+        response = http.post(
+            "/v1/files", files={"file": ("t.jsonl", text.encode())}, data={"purpose": "fine-tune"}
+        )
         assert response.status_code == status, response.text
         assert needle in response.json()["error"]["message"]
-    response = http.post("/v1/files", files={"file": ("t.jsonl", good.encode())}, data={"purpose": "assistants"})
+    response = http.post(
+        "/v1/files", files={"file": ("t.jsonl", good.encode())}, data={"purpose": "assistants"}
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "purpose"
     assert count_rows(stack.database_url) == before
 
@@ -293,7 +390,9 @@ def test_requests_without_a_valid_key_are_refused(stack):
 
 
 def test_auto_batch_ratio_writes_each_rounds_decision_as_an_event(stack, client, training_file):
-    job = wait_for_job(client, create_tiny_job(client, training_file.id, batch_ratio_control="auto").id, stack)
+    job = wait_for_job(
+        client, create_tiny_job(client, training_file.id, batch_ratio_control="auto").id, stack
+    )
     assert job.status == "succeeded", stack.logs()
     assert job.method.reinforcement.hyperparameters.model_extra["batch_ratio_control"] == "auto"
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)][::-1]

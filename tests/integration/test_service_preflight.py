@@ -47,8 +47,13 @@ def training(served, key, tmp_path_factory) -> str:
 
 def body(training: str, grader: dict = GRADER, **extra) -> dict:
     hp = tiny_hyperparameters(torch_threads=1, **extra.pop("hp", {}))
-    return {"model": "tiny-random", "training_file": training, "seed": 1, **extra,
-            "method": {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hp}}}  # fmt: skip
+    return {
+        "model": "tiny-random",
+        "training_file": training,
+        "seed": 1,
+        **extra,
+        "method": {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hp}},
+    }
 
 
 def finished(served: Service, key: str, preflight_id: str) -> dict:
@@ -77,7 +82,9 @@ def test_preflight_reports_on_a_job_body_and_writes_no_job(served, key, training
     assert report["grader"]["latency_s"]["p90"] >= report["grader"]["latency_s"]["p50"] > 0
     assert report["completions"]["max_new_tokens"] == 6 and 1 <= report["completions"]["tokens"]["max"] <= 6
     eta = report["eta"]
-    assert eta["samples"] == 3 * 2 * 2 + 2 * 3 and eta["steps"] == 6  # 3 rounds of 4 samples, 2 evaluations of 3
+    assert (
+        eta["samples"] == 3 * 2 * 2 + 2 * 3 and eta["steps"] == 6
+    )  # 3 rounds of 4 samples, 2 evaluations of 3
     assert eta["train_step_s"] > 0 and eta["seconds"] > 0 and report["device"] == "cpu"
     assert any(w.startswith("Estimated time for the whole job") for w in report["warnings"])
     # Nothing a real job would need: no job, and the worker's scratch folder is gone.
@@ -94,18 +101,28 @@ def test_a_constant_grader_gets_the_no_signal_warning(served, key, training):
     run = finished(served, key, run["id"])
     assert run["status"] == "succeeded", run["error"] or served.logs()
     report = run["report"]
-    assert report["zero_variance_share"] == 1.0 and report["reward"]["mean"] == 0.5 and report["reward"]["std"] == 0
+    assert (
+        report["zero_variance_share"] == 1.0
+        and report["reward"]["mean"] == 0.5
+        and report["reward"]["std"] == 0
+    )
     assert any("same reward 0.5" in w and "no signal" in w for w in report["warnings"]), report["warnings"]
 
 
-@pytest.mark.parametrize(("change", "param"), [
-    ({"hp": {"group_size": 0}}, "method.reinforcement.hyperparameters.group_size"),
-    ({"hp": {"learning_rate_multiplier": -1}}, "method.reinforcement.hyperparameters.learning_rate_multiplier"),
-    ({"model": "no-such-model"}, "model"),
-    ({"training_file": "file-missing"}, "training_file"),
-    ({"prompts": 0}, "prompts"),
-    ({"timeout_s": 601}, "timeout_s"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"hp": {"group_size": 0}}, "method.reinforcement.hyperparameters.group_size"),
+        (
+            {"hp": {"learning_rate_multiplier": -1}},
+            "method.reinforcement.hyperparameters.learning_rate_multiplier",
+        ),
+        ({"model": "no-such-model"}, "model"),
+        ({"training_file": "file-missing"}, "training_file"),
+        ({"prompts": 0}, "prompts"),
+        ({"timeout_s": 601}, "timeout_s"),
+    ],
+)
 def test_a_bad_body_is_refused_naming_the_field(served, key, training, change, param):
     change = dict(change)
     payload = body(change.pop("training_file", training), **change)
@@ -123,18 +140,40 @@ def test_preflight_goes_to_the_queue_of_the_jobs_device_and_fails_when_none_take
 
 
 def rapid(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "rapid_cli.py"), *args], env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "rapid_cli.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_preflight_prints_a_report_and_json(served, key, training):
     env = {**served.env, "RAPID_BASE_URL": served.base_url, "RAPID_API_KEY": key}
-    hp = [f for k, v in tiny_hyperparameters(torch_threads=1).items() for f in ("--hp", f"{k}={json.dumps(v)}")]
-    common = ["jobs", "preflight", "-t", training, "-m", "tiny-random", "--prompts", "2", "--interval", "0.3", *hp]
+    hp = [
+        f for k, v in tiny_hyperparameters(torch_threads=1).items() for f in ("--hp", f"{k}={json.dumps(v)}")
+    ]
+    common = [
+        "jobs",
+        "preflight",
+        "-t",
+        training,
+        "-m",
+        "tiny-random",
+        "--prompts",
+        "2",
+        "--interval",
+        "0.3",
+        *hp,
+    ]
     text = rapid(env, *common, "-g", "python:" + str(_constant_grader(served)))
     assert text.returncode == 0, text.stderr + served.logs()
     assert "2 prompts x 2 samples of tiny-random on queue cpu" in text.stdout
-    assert "100% of groups have identical rewards" in text.stdout and "warning: Every one of the 4" in text.stdout
+    assert (
+        "100% of groups have identical rewards" in text.stdout
+        and "warning: Every one of the 4" in text.stdout
+    )
     as_json = rapid(env, *common, "-g", "numeric:{{item.answer}}", "--json")
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout)["report"]["samples"] == 4

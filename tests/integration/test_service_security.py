@@ -34,8 +34,11 @@ pytestmark = pytest.mark.integration
 RUN = "/v1/fine_tuning/alpha/graders/run"
 PER_PROJECT = 4
 SLOW_S = 3.0
-SLOW = {"type": "python", "source": f"import time\ndef grade(sample, item):\n    time.sleep({SLOW_S})\n    return 1.0\n",
-        "timeout": 30}  # fmt: skip
+SLOW = {
+    "type": "python",
+    "source": f"import time\ndef grade(sample, item):\n    time.sleep({SLOW_S})\n    return 1.0\n",
+    "timeout": 30,
+}
 QUICK = {"type": "python", "source": "def grade(sample, item):\n    return 1.0\n"}
 LIMITS = {"max_file_bytes": 2 * 2**20, "max_request_bytes": 2**20, "grader_runs_per_project": PER_PROJECT}
 
@@ -55,9 +58,13 @@ def data():
 
 @pytest.fixture(scope="module")
 def service(data, tmp_path_factory):
-    service = start(tmp_path_factory.mktemp("security"), database_url=f"sqlite:///{data.root / 'service.db'}",
-                    artifacts_dir=data.root / "artifacts", runs_dir=data.root / "runs",
-                    broker_dir=data.root / "broker")  # fmt: skip
+    service = start(
+        tmp_path_factory.mktemp("security"),
+        database_url=f"sqlite:///{data.root / 'service.db'}",
+        artifacts_dir=data.root / "artifacts",
+        runs_dir=data.root / "runs",
+        broker_dir=data.root / "broker",
+    )
     yield service
     service.stop()
 
@@ -89,8 +96,18 @@ def test_a_grader_run_through_the_api_sees_no_service_data(service, data):
     assert stored.is_file() and (data.root / "service.db").is_file()
     item = data.item(REPO)
     item["secrets"] += [str(stored), str(data.root / "service.db"), str(data.root / "artifacts")]
-    result = reader.post(RUN, json={"grader": {"type": "python", "source": PROBE, "timeout": 90},
-                                    "model_sample": "x", "item": item}).raise_for_status().json()  # fmt: skip
+    result = (
+        reader.post(
+            RUN,
+            json={
+                "grader": {"type": "python", "source": PROBE, "timeout": 90},
+                "model_sample": "x",
+                "item": item,
+            },
+        )
+        .raise_for_status()
+        .json()
+    )
     errors = result["metadata"]["errors"]
     assert result["reward"] == 0.5, errors["python_grader_runtime_error_details"] or result["metadata"]
 
@@ -110,9 +127,13 @@ def timed(fn: Callable[[], httpx.Response], log: list, stop: threading.Event) ->
 
 def summary(log: list, seconds: float) -> dict:
     latencies = sorted(t for t, _ in log)
-    return {"requests": len(log), "per_s": round(len(log) / seconds, 1), "errors": sum(s != 200 for _, s in log),
-            "p50_ms": round(1000 * statistics.median(latencies)),
-            "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))])}  # fmt: skip
+    return {
+        "requests": len(log),
+        "per_s": round(len(log) / seconds, 1),
+        "errors": sum(s != 200 for _, s in log),
+        "p50_ms": round(1000 * statistics.median(latencies)),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]),
+    }
 
 
 def other_tenant_traffic(
@@ -124,8 +145,10 @@ def other_tenant_traffic(
     stop = threading.Event()
     clients = [service.http(key) for _ in range(6)]
     calls = [("files", lambda c=c: c.get("/v1/files")) for c in clients[:4]]
-    calls += [("quick_grader", lambda: clients[4].post(RUN, json={"grader": QUICK, "model_sample": "x"})),
-              ("healthz", lambda: clients[5].get("/healthz"))]  # fmt: skip
+    calls += [
+        ("quick_grader", lambda: clients[4].post(RUN, json={"grader": QUICK, "model_sample": "x"})),
+        ("healthz", lambda: clients[5].get("/healthz")),
+    ]
     threads = [threading.Thread(target=timed, args=(fn, logs[name], stop)) for name, fn in calls]
     for t in threads:
         t.start()
@@ -168,8 +191,9 @@ def held_transactions(service: Service) -> Callable[[], int]:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             return conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'idle in transaction'"
-                " AND now() - state_change > interval '1 second'", (database,),
-            ).fetchone()[0]  # fmt: skip
+                " AND now() - state_change > interval '1 second'",
+                (database,),
+            ).fetchone()[0]
 
     return count
 
@@ -187,8 +211,10 @@ def test_fifteen_slow_grader_runs_leave_another_project_fast(backend, request):
     refused = [r for r in responses if r.status_code == 429]
     assert len(accepted) == PER_PROJECT and all(r.json()["reward"] == 1.0 for r in accepted)
     assert len(refused) == 15 - PER_PROJECT
-    assert all(r.headers["retry-after"].isdigit() and r.json()["error"]["code"] == "rate_limit_exceeded"
-               for r in refused)  # fmt: skip
+    assert all(
+        r.headers["retry-after"].isdigit() and r.json()["error"]["code"] == "rate_limit_exceeded"
+        for r in refused
+    )
     assert max(held) == 0, "a grader run held a database transaction open"
     for name, figures in loaded.items():
         assert figures["errors"] == 0 and figures["requests"] > 0, (name, figures)
@@ -258,15 +284,21 @@ def test_a_huge_body_without_a_key_is_refused_unread(service, data):
     before = peak_rss_mib(service.api.pid)
     # Well-formed starts (a file part, a JSON object), so only the missing key can stop them early.
     upload_, json_ = (MULTIPART, FILE_PART), ("application/json", JSON_START)
-    cases = [("/v1/files", gib, upload_, False), (jobs, 954 * 10**6, json_, False),
-             (jobs, gib, json_, True), ("/v1/files", gib, upload_, True)]  # fmt: skip
+    cases = [
+        ("/v1/files", gib, upload_, False),
+        (jobs, 954 * 10**6, json_, False),
+        (jobs, gib, json_, True),
+        ("/v1/files", gib, upload_, True),
+    ]
     for path, size, (content_type, prefix), chunked in cases:
         start = time.perf_counter()
         head = request_head(path, None, None if chunked else size, content_type)
         status, error, sent = push(service.port, head, size, chunked, prefix)
         seconds = time.perf_counter() - start
-        print(f"\nno key, {path} {'chunked' if chunked else 'declared'} {size / 2**20:.0f} MiB: {status} after "
-              f"{sent / 2**20:.0f} MiB sent, {seconds:.2f}s")  # fmt: skip
+        print(
+            f"\nno key, {path} {'chunked' if chunked else 'declared'} {size / 2**20:.0f} MiB: {status} after "
+            f"{sent / 2**20:.0f} MiB sent, {seconds:.2f}s"
+        )
         assert (status, error["code"]) == (401, "missing_api_key") and sent < 32 * 2**20
     growth = peak_rss_mib(service.api.pid) - before
     print(f"API peak RSS {before:.0f} MiB before, +{growth:.0f} MiB after four 1 GB bodies without a key")
@@ -283,8 +315,10 @@ def test_an_oversize_body_is_cut_while_it_streams_and_leaves_no_file(service, da
         and declared[1]["code"] == "file_too_large"
         and declared[2] < 32 * 2**20
     )
-    for path, content_type, prefix, limit in (("/v1/files", MULTIPART, FILE_PART, LIMITS["max_file_bytes"] + MULTIPART_FRAMING),
-                                               ("/v1/fine_tuning/jobs", "application/json", JSON_START, LIMITS["max_request_bytes"])):  # fmt: skip
+    for path, content_type, prefix, limit in (
+        ("/v1/files", MULTIPART, FILE_PART, LIMITS["max_file_bytes"] + MULTIPART_FRAMING),
+        ("/v1/fine_tuning/jobs", "application/json", JSON_START, LIMITS["max_request_bytes"]),
+    ):
         status, error, sent = push(
             service.port, request_head(path, key, None, content_type), 2**30, True, prefix
         )
@@ -361,8 +395,12 @@ def test_metrics_name_no_tenant(service):
     text = httpx.get(f"{service.base_url}/metrics").raise_for_status().text
     for secret in ("metrics-tenant-secret-name", key[:10], file_id, "ftjob-does-not-exist", "proj-"):
         assert secret not in text
-    labels = {name for family in text_string_to_metric_families(text) for sample in family.samples
-              for name in sample.labels}  # fmt: skip
+    labels = {
+        name
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for name in sample.labels
+    }
     assert labels <= {
         "method",
         "route",

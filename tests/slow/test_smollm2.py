@@ -16,8 +16,15 @@ def test_smollm2_loads_from_the_package_with_its_chat_template():
 
 
 def test_one_rapid_round_on_smollm2_end_to_end(tmp_path):
-    cfg = make_config(rounds=1, prompts_per_round=4, group_size=4, mini_batch_size=8, max_new_tokens=12,
-                      eval_problems=8, eval_k=2)
+    cfg = make_config(
+        rounds=1,
+        prompts_per_round=4,
+        group_size=4,
+        mini_batch_size=8,
+        max_new_tokens=12,
+        eval_problems=8,
+        eval_k=2,
+    )
     summary = train(cfg, RunPaths(output_dir=tmp_path))
     assert summary["steps"] == 2 and summary["samples"] == 16
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -34,8 +41,16 @@ def test_bf16_sampler_and_training_pass_agree_at_staleness_zero(tmp_path):
     but it must stay small. Measured on this CPU (avx512_bf16): approx KL 2.6e-3, w in [0.69, 1.64],
     mean 1.001, over 1135 tokens of 64 completions. The bounds leave room for other hardware
     (about 4x on KL), not for the mismatch to grow unnoticed."""
-    cfg = make_config(dtype="bf16", rounds=1, prompts_per_round=8, group_size=8, mini_batch_size=64,
-                      max_new_tokens=24, eval_problems=0, temperature=1.0)
+    cfg = make_config(
+        dtype="bf16",
+        rounds=1,
+        prompts_per_round=8,
+        group_size=8,
+        mini_batch_size=64,
+        max_new_tokens=24,
+        eval_problems=0,
+        temperature=1.0,
+    )
     train(cfg, RunPaths(output_dir=tmp_path))
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     (step,) = [x for x in lines if x["kind"] == "step"]

@@ -32,8 +32,14 @@ def test_body_validation_is_400_naming_the_param(app_and_key):
 
 
 def test_unsupported_method_type_is_400(app_and_key):
-    response = app_and_key.post("/v1/fine_tuning/jobs", json={
-        "model": "tiny-random", "training_file": "f", "method": {"type": "supervised", "supervised": {}}})
+    response = app_and_key.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": "tiny-random",
+            "training_file": "f",
+            "method": {"type": "supervised", "supervised": {}},
+        },
+    )
     assert response.status_code == 400 and error_of(response)["param"].startswith("method")
 
 

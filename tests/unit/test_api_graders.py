@@ -12,8 +12,13 @@ from tests.conftest import REPO
 
 VALIDATE = "/v1/fine_tuning/alpha/graders/validate"
 RUN = "/v1/fine_tuning/alpha/graders/run"
-STRING_CHECK = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
-                "reference": "{{item.answer}}", "operation": "eq"}  # fmt: skip
+STRING_CHECK = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "operation": "eq",
+}
 PYTHON_SOURCE = """
 def grade(sample, item):
     return 1.0 if sample["output_text"].strip() == str(item["answer"]) else 0.25
@@ -117,8 +122,11 @@ def test_run_python_grader_that_raises_is_a_runtime_error_not_a_500(client):
 
 
 def test_run_multi_reports_each_part(client):
-    grader = {"type": "multi", "calculate_output": "0.5 * exact + 0.5 * loose", "graders": {
-        "exact": STRING_CHECK, "loose": {**STRING_CHECK, "operation": "ilike"}}}  # fmt: skip
+    grader = {
+        "type": "multi",
+        "calculate_output": "0.5 * exact + 0.5 * loose",
+        "graders": {"exact": STRING_CHECK, "loose": {**STRING_CHECK, "operation": "ilike"}},
+    }
     result = client.post(
         RUN, json={"grader": grader, "model_sample": "The answer: ABC", "item": {"answer": "abc"}}
     )

@@ -18,9 +18,15 @@ JOBS = "/v1/fine_tuning/jobs"
 
 @pytest.fixture
 def client(tmp_path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", broker_dir=tmp_path / "broker",
-                        artifacts_dir=tmp_path / "artifacts", runs_dir=tmp_path / "runs",
-                        max_request_bytes=4096, max_file_bytes=8192, metrics_token="scrape-t0ken")  # fmt: skip
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        broker_dir=tmp_path / "broker",
+        artifacts_dir=tmp_path / "artifacts",
+        runs_dir=tmp_path / "runs",
+        max_request_bytes=4096,
+        max_file_bytes=8192,
+        metrics_token="scrape-t0ken",
+    )
     upgrade(settings.database_url)
     with make_sessionmaker(make_engine(settings))() as s:
         key, secret = Keys(s).create("p")

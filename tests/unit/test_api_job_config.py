@@ -33,8 +33,13 @@ def build(hyper: dict, model: str = "tiny-random", grader: dict = GRADER, file: 
 
 
 def test_openai_hyperparameters_map_onto_the_config():
-    hyper = {"batch_size": 8, "learning_rate_multiplier": 0.5, "n_epochs": 2, "group_size": 4,
-             "batch_ratio_control": "fixed"}
+    hyper = {
+        "batch_size": 8,
+        "learning_rate_multiplier": 0.5,
+        "n_epochs": 2,
+        "group_size": 4,
+        "batch_ratio_control": "fixed",
+    }
     built = build(hyper)
     config = built.config
     assert config["mini_batch_size"] == 8 and config["learning_rate"] == BASE_LEARNING_RATE * 0.5
@@ -44,7 +49,9 @@ def test_openai_hyperparameters_map_onto_the_config():
 
 
 def test_the_stored_config_is_what_the_worker_validates_without_translation():
-    config = build({"n_epochs": 3, "eval_interval": 5, "group_size": 4, "batch_ratio_control": "fixed"}).config
+    config = build(
+        {"n_epochs": 3, "eval_interval": 5, "group_size": 4, "batch_ratio_control": "fixed"}
+    ).config
     cfg = TrainConfig.model_validate(config)
     assert cfg.model_dump(mode="json") == config and cfg.eval_interval == 5
     assert cfg.rounds == -(-3 * 40 // cfg.round_prompts)  # ceil: the last epoch's prompts are all drawn
@@ -196,9 +203,16 @@ def test_unknown_model_is_a_400_naming_the_model():
 
 @pytest.mark.parametrize(
     "there,absent",
-    [("/etc", "/etc-nope"), ("/root", "/root-nope"), ("FAKE.gguf", "/root/secret.gguf"), ("FAKE", "/nope/x"),
-     ("/usr/bin/env", "/usr/bin/nope"), ("~root", "~nobody-here/x"), ("/etc/hostname", "/etc/ho\x00st")],
-)  # fmt: skip
+    [
+        ("/etc", "/etc-nope"),
+        ("/root", "/root-nope"),
+        ("FAKE.gguf", "/root/secret.gguf"),
+        ("FAKE", "/nope/x"),
+        ("/usr/bin/env", "/usr/bin/nope"),
+        ("~root", "~nobody-here/x"),
+        ("/etc/hostname", "/etc/ho\x00st"),
+    ],
+)
 def test_a_model_path_error_reads_the_same_whether_or_not_the_path_exists(tmp_path, there, absent):
     # Files that exist but hold no model: a .gguf without GGUF's magic, a directory whose config.json
     # is not a model's.

@@ -15,8 +15,13 @@ VALIDATE = "/v1/fine_tuning/alpha/graders/validate"
 RUN = "/v1/fine_tuning/alpha/graders/run"
 JOBS = "/v1/fine_tuning/jobs"
 # API reference, "Validate grader" (request and response).
-STRING_CHECK = {"type": "string_check", "name": "Example string check grader", "input": "{{sample.output_text}}",
-                "reference": "{{item.label}}", "operation": "eq"}  # fmt: skip
+STRING_CHECK = {
+    "type": "string_check",
+    "name": "Example string check grader",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.label}}",
+    "operation": "eq",
+}
 PYTHON = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1.0\n"}
 MULTI = {"type": "multi", "graders": {"a": STRING_CHECK}, "calculate_output": "a"}
 
@@ -47,8 +52,10 @@ def upload(client, rows: list[dict] | None = None) -> str:
 
 
 def job_body(training: str, grader: dict | None = None, **extra) -> dict:
-    method = {"type": "reinforcement", "reinforcement": {"grader": grader or STRING_CHECK,
-                                                         "hyperparameters": {"rounds": 1}}}  # fmt: skip
+    method = {
+        "type": "reinforcement",
+        "reinforcement": {"grader": grader or STRING_CHECK, "hyperparameters": {"rounds": 1}},
+    }
     return {"model": "tiny-random", "training_file": training, "method": method, **extra}
 
 
@@ -61,8 +68,9 @@ def test_validate_reference_example_returns_the_grader(sdk):
 
 def test_run_with_the_official_client_reads_output_json(sdk):
     grader = {**STRING_CHECK, "input": "{{sample.output_json.label}}"}
-    result = sdk.fine_tuning.alpha.graders.run(grader=grader, model_sample='{"label": "positive"}',
-                                               item={"label": "positive"})  # fmt: skip
+    result = sdk.fine_tuning.alpha.graders.run(
+        grader=grader, model_sample='{"label": "positive"}', item={"label": "positive"}
+    )
     assert result.reward == 1.0 and not result.metadata.errors.sample_parse_error
     failed = sdk.fine_tuning.alpha.graders.run(
         grader=grader, model_sample="positive", item={"label": "positive"}
@@ -71,8 +79,11 @@ def test_run_with_the_official_client_reads_output_json(sdk):
 
 
 def test_run_multi_reports_sub_rewards_and_a_formula_error_is_flagged(client):
-    grader = {"type": "multi", "graders": {"a": STRING_CHECK, "b": {**STRING_CHECK, "operation": "ne"}},
-              "calculate_output": "exp(1000 * a) + b"}  # fmt: skip
+    grader = {
+        "type": "multi",
+        "graders": {"a": STRING_CHECK, "b": {**STRING_CHECK, "operation": "ne"}},
+        "calculate_output": "exp(1000 * a) + b",
+    }
     body = client.post(
         RUN, json={"grader": grader, "model_sample": "positive", "item": {"label": "positive"}}
     ).json()
@@ -80,36 +91,47 @@ def test_run_multi_reports_sub_rewards_and_a_formula_error_is_flagged(client):
     assert body["metadata"]["errors"]["formula_parse_error"] and body["metadata"]["status"] == "error"
 
 
-@pytest.mark.parametrize("grader, param", [
-    ({**PYTHON, "pass_threshold": "x"}, "grader.pass_threshold"),
-    ({**PYTHON, "pass_threshold": None}, "grader.pass_threshold"),
-    ({**MULTI, "pass_threshold": "x"}, "grader.pass_threshold"),
-    ({**MULTI, "pass_threshold": None}, "grader.pass_threshold"),
-    ({**MULTI, "calculate_output": "min(a)"}, "grader.calculate_output"),
-    ({**MULTI, "calculate_output": "abs(a, a)"}, "grader.calculate_output"),
-    ({**MULTI, "calculate_output": " + ".join(["a"] * 1200)}, "grader.calculate_output"),
-    ({**MULTI, "calculate_output": "1e400 * a"}, "grader.calculate_output"),
-    ({**MULTI, "calculate_output": "-" * 100_000 + "a"}, "grader.calculate_output"),
-    ({**PYTHON, "source": "def grade(s, i):\n    return " + "-" * 100_000 + "1\n"}, "grader.source"),
-    ({**PYTHON, "source": "def grade(s, i): return 1\nx = " + "(" * 5000 + ")" * 5000}, "grader.source"),
-    ({**PYTHON, "source": "raise SystemExit\ndef grade(s, i): return 1\n"}, "grader.source"),
-    ({"type": "multi", "graders": {"m": MULTI}, "calculate_output": "m"}, "grader.graders.m.type"),
-    ({**STRING_CHECK, "type": "text_similarity", "operation": None}, "grader.operation"),
-    ({k: v for k, v in STRING_CHECK.items() if k != "operation"} | {"type": "text_similarity"},
-     "grader.evaluation_metric"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "grader, param",
+    [
+        ({**PYTHON, "pass_threshold": "x"}, "grader.pass_threshold"),
+        ({**PYTHON, "pass_threshold": None}, "grader.pass_threshold"),
+        ({**MULTI, "pass_threshold": "x"}, "grader.pass_threshold"),
+        ({**MULTI, "pass_threshold": None}, "grader.pass_threshold"),
+        ({**MULTI, "calculate_output": "min(a)"}, "grader.calculate_output"),
+        ({**MULTI, "calculate_output": "abs(a, a)"}, "grader.calculate_output"),
+        ({**MULTI, "calculate_output": " + ".join(["a"] * 1200)}, "grader.calculate_output"),
+        ({**MULTI, "calculate_output": "1e400 * a"}, "grader.calculate_output"),
+        ({**MULTI, "calculate_output": "-" * 100_000 + "a"}, "grader.calculate_output"),
+        ({**PYTHON, "source": "def grade(s, i):\n    return " + "-" * 100_000 + "1\n"}, "grader.source"),
+        ({**PYTHON, "source": "def grade(s, i): return 1\nx = " + "(" * 5000 + ")" * 5000}, "grader.source"),
+        ({**PYTHON, "source": "raise SystemExit\ndef grade(s, i): return 1\n"}, "grader.source"),
+        ({"type": "multi", "graders": {"m": MULTI}, "calculate_output": "m"}, "grader.graders.m.type"),
+        ({**STRING_CHECK, "type": "text_similarity", "operation": None}, "grader.operation"),
+        (
+            {k: v for k, v in STRING_CHECK.items() if k != "operation"} | {"type": "text_similarity"},
+            "grader.evaluation_metric",
+        ),
+    ],
+)
 def test_graders_that_could_not_run_are_400_naming_the_field(client, grader, param):
     error = error_of(client.post(VALIDATE, json={"grader": grader}))
     assert error["param"] == param and error["code"] == "invalid_grader", error
 
 
-@pytest.mark.parametrize("grader, param", [
-    ({**PYTHON, "pass_threshold": "x"}, "method.reinforcement.grader.pass_threshold"),
-    ({**MULTI, "pass_threshold": None}, "method.reinforcement.grader.pass_threshold"),
-    ({**MULTI, "calculate_output": "abs(a, a)"}, "method.reinforcement.grader.calculate_output"),
-    ({**PYTHON, "source": "import no_such_module\ndef grade(s, i): return 1\n"}, "method.reinforcement.grader.source"),
-    ({**STRING_CHECK, "reference": "{{item.label.text}}"}, "method.reinforcement.grader.reference"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "grader, param",
+    [
+        ({**PYTHON, "pass_threshold": "x"}, "method.reinforcement.grader.pass_threshold"),
+        ({**MULTI, "pass_threshold": None}, "method.reinforcement.grader.pass_threshold"),
+        ({**MULTI, "calculate_output": "abs(a, a)"}, "method.reinforcement.grader.calculate_output"),
+        (
+            {**PYTHON, "source": "import no_such_module\ndef grade(s, i): return 1\n"},
+            "method.reinforcement.grader.source",
+        ),
+        ({**STRING_CHECK, "reference": "{{item.label.text}}"}, "method.reinforcement.grader.reference"),
+    ],
+)
 def test_job_creation_refuses_the_same_graders_and_writes_no_job(client, grader, param):
     error = error_of(client.post(JOBS, json=job_body(upload(client), grader)))
     assert error["param"] == param, error
@@ -157,8 +179,16 @@ def test_checkpoints_list_has_first_and_last_id(client, sdk):
     job = sdk.fine_tuning.jobs.create(**job_body(upload(client)))
     with client.app.state.runtime.sessions() as s:
         for n in (1, 2, 3):
-            s.add(Checkpoint(job_id=job.id, round=n, step_number=2 * n, name=f"{job.id}:ckpt-{n}",
-                             metrics={"loss": 0.5 / n}, storage_key=f"k{n}"))  # fmt: skip
+            s.add(
+                Checkpoint(
+                    job_id=job.id,
+                    round=n,
+                    step_number=2 * n,
+                    name=f"{job.id}:ckpt-{n}",
+                    metrics={"loss": 0.5 / n},
+                    storage_key=f"k{n}",
+                )
+            )
         s.commit()
     page = client.get(f"{JOBS}/{job.id}/checkpoints", params={"limit": 2}).json()
     assert [c["step_number"] for c in page["data"]] == [6, 4] and page["has_more"]
@@ -181,12 +211,23 @@ def test_the_best_checkpoint_is_marked_and_resolves_by_the_id_best(client, sdk, 
     with runtime.sessions() as s:
         for n in (1, 2, 3):
             scores = {"full_valid_pass@1": 0.25 * n % 0.75, **({"best": True} if n == 2 else {})}
-            s.add(Checkpoint(job_id=job.id, round=n, step_number=2 * n, name=f"{job.id}:ckpt-{n}",
-                             metrics={"loss": 0.5, **scores}, storage_key=f"k{n}"))  # fmt: skip
+            s.add(
+                Checkpoint(
+                    job_id=job.id,
+                    round=n,
+                    step_number=2 * n,
+                    name=f"{job.id}:ckpt-{n}",
+                    metrics={"loss": 0.5, **scores},
+                    storage_key=f"k{n}",
+                )
+            )
         s.commit()
     listed = sdk.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.model_extra["best"] for c in listed] == [False, True, False]
-    assert listed[1].metrics.model_extra["full_valid_pass@1"] == 0.5 and "best" not in listed[1].metrics.model_extra
+    assert (
+        listed[1].metrics.model_extra["full_valid_pass@1"] == 0.5
+        and "best" not in listed[1].metrics.model_extra
+    )
     response = client.get(f"{JOBS}/{job.id}/checkpoints/best/adapter")
     assert response.status_code == 200 and response.content == b"the best archive"
     assert "round-2" in response.headers["content-disposition"]
@@ -199,8 +240,16 @@ def raw_post(client, path: str, text: str):
     return client.post(path, content=text.encode(), headers={"content-type": "application/json"})
 
 
-@pytest.mark.parametrize("value, why", [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"),
-                                        ("1e400", "1e400"), ("99999999999999999999", "out of range")])  # fmt: skip
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("-Infinity", "-Infinity"),
+        ("1e400", "1e400"),
+        ("99999999999999999999", "out of range"),
+    ],
+)
 def test_non_finite_and_out_of_range_numbers_are_400_naming_the_field(client, value, why):
     body = json.dumps(job_body(upload(client))).replace('"rounds": 1', f'"lora_alpha": {value}')
     error = error_of(raw_post(client, JOBS, body))
@@ -219,17 +268,30 @@ def test_nul_bytes_in_the_body_are_400_naming_the_field(client, field):
     assert error["param"] == field and "NUL" in error["message"]
 
 
-@pytest.mark.parametrize("path, param", [
-    (f"{JOBS}/ftjob-a%00b", "fine_tuning_job_id"), (f"{JOBS}/ftjob-a%00b/events", "fine_tuning_job_id"),
-    ("/v1/files/file-%00", "file_id"), ("/v1/files?after=file-%00", "after"), (f"{JOBS}?after=%00", "after"),
-    (f"{JOBS}?metadata%5Bk%5D=%00", "metadata[k]"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "path, param",
+    [
+        (f"{JOBS}/ftjob-a%00b", "fine_tuning_job_id"),
+        (f"{JOBS}/ftjob-a%00b/events", "fine_tuning_job_id"),
+        ("/v1/files/file-%00", "file_id"),
+        ("/v1/files?after=file-%00", "after"),
+        (f"{JOBS}?after=%00", "after"),
+        (f"{JOBS}?metadata%5Bk%5D=%00", "metadata[k]"),
+    ],
+)
 def test_nul_bytes_in_paths_and_cursors_are_400_naming_the_param(client, path, param):
     assert error_of(client.get(path))["param"] == param
 
 
-@pytest.mark.parametrize("query, param", [("limit=" + "1" + "0" * 30, "limit"), (f"step={2**63}", "step"),
-                                          (f"step_min={2**63}", "step_min"), ("limit=" + "9" * 5000, "limit")])  # fmt: skip
+@pytest.mark.parametrize(
+    "query, param",
+    [
+        ("limit=" + "1" + "0" * 30, "limit"),
+        (f"step={2**63}", "step"),
+        (f"step_min={2**63}", "step_min"),
+        ("limit=" + "9" * 5000, "limit"),
+    ],
+)
 def test_out_of_range_integers_in_queries_are_400(client, query, param):
     job = client.post(JOBS, json=job_body(upload(client))).json()["id"]
     path = f"{JOBS}/{job}/metrics?{query}" if "step" in query else f"{JOBS}?{query}"

@@ -17,13 +17,24 @@ GRADER = {"type": "numeric", "reference": "{{item.answer}}"}
 
 
 def upload(client, text: str = GOOD * 4, **headers):
-    return client.post("/v1/files", files={"file": ("t.jsonl", text.encode())}, data={"purpose": "fine-tune"},
-                       headers=headers)  # fmt: skip
+    return client.post(
+        "/v1/files",
+        files={"file": ("t.jsonl", text.encode())},
+        data={"purpose": "fine-tune"},
+        headers=headers,
+    )
 
 
 def job_body(file_id: str, seed: int = 1) -> dict:
-    return {"model": "tiny-random", "training_file": file_id, "seed": seed,
-            "method": {"type": "reinforcement", "reinforcement": {"grader": GRADER, "hyperparameters": {"rounds": 1}}}}  # fmt: skip
+    return {
+        "model": "tiny-random",
+        "training_file": file_id,
+        "seed": seed,
+        "method": {
+            "type": "reinforcement",
+            "reinforcement": {"grader": GRADER, "hyperparameters": {"rounds": 1}},
+        },
+    }
 
 
 def store_of(client):
@@ -112,12 +123,22 @@ def test_every_route_answers_503_with_retry_after_while_the_database_is_down(tmp
     with socket.socket() as sock:  # a port nobody listens on: PostgreSQL is down
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = Settings(database_url=f"postgresql://postgres@127.0.0.1:{port}/rapid", broker_dir=tmp_path / "b",
-                        artifacts_dir=tmp_path / "a", runs_dir=tmp_path / "r")  # fmt: skip
+    settings = Settings(
+        database_url=f"postgresql://postgres@127.0.0.1:{port}/rapid",
+        broker_dir=tmp_path / "b",
+        artifacts_dir=tmp_path / "a",
+        runs_dir=tmp_path / "r",
+    )
     with TestClient(create_app(settings), headers={"Authorization": "Bearer rk-any"}) as client:
-        calls = [client.get("/v1/files"), client.get("/v1/fine_tuning/jobs/ftjob-x"), upload(client),
-                 client.post("/v1/fine_tuning/jobs", json=job_body("file-x")),
-                 client.post("/v1/fine_tuning/jobs/ftjob-x/cancel"), client.get("/metrics"), client.get("/readyz")]  # fmt: skip
+        calls = [
+            client.get("/v1/files"),
+            client.get("/v1/fine_tuning/jobs/ftjob-x"),
+            upload(client),
+            client.post("/v1/fine_tuning/jobs", json=job_body("file-x")),
+            client.post("/v1/fine_tuning/jobs/ftjob-x/cancel"),
+            client.get("/metrics"),
+            client.get("/readyz"),
+        ]
         for response in calls:
             assert response.status_code == 503, (response.request.url, response.text)
             assert int(response.headers["Retry-After"]) > 0

@@ -18,7 +18,9 @@ from worker.callback import batch_decision
 LIM = Limits(mini_batch_size=32, group_size=8, start=4, min_ratio=1, max_ratio=16)
 
 
-def rec(u: int, gen_s: float = 10.0, train_s: float = 20.0, ess=0.99, clip=0.0, kl=0.001, mem=None) -> RoundRecord:
+def rec(
+    u: int, gen_s: float = 10.0, train_s: float = 20.0, ess=0.99, clip=0.0, kl=0.001, mem=None
+) -> RoundRecord:
     return RoundRecord(u, u * 32, gen_s, 0.1, train_s, ess, clip, kl, mem)
 
 
@@ -45,8 +47,11 @@ def test_grows_while_generation_flattens_and_holds_when_the_saving_is_small():
 
 @pytest.mark.parametrize(
     "health,word",
-    [(dict(ess=0.5), "ESS 0.500 < 0.700"), (dict(clip=0.2), "clip fraction 0.200 > 0.050"),
-     (dict(kl=0.3), "approx KL 0.3000 > 0.0500")],
+    [
+        (dict(ess=0.5), "ESS 0.500 < 0.700"),
+        (dict(clip=0.2), "clip fraction 0.200 > 0.050"),
+        (dict(kl=0.3), "approx KL 0.3000 > 0.0500"),
+    ],
 )
 def test_unhealthy_late_steps_halve_the_ratio_and_say_why(health, word):
     d = next_batch_ratio([rec(4), rec(8, **health)], LIM)
@@ -93,7 +98,9 @@ def test_memory_near_full_shrinks_and_blocks_growth():
 
 
 def test_late_health_reads_the_last_quarter_of_steps():
-    steps = [{"ess": 1.0, "clip_frac": 0.0, "approx_kl": 0.0}] * 6 + [{"ess": 0.5, "clip_frac": 0.2, "approx_kl": 0.4}] * 2
+    steps = [{"ess": 1.0, "clip_frac": 0.0, "approx_kl": 0.0}] * 6 + [
+        {"ess": 0.5, "clip_frac": 0.2, "approx_kl": 0.4}
+    ] * 2
     assert late_health(steps) == (0.5, 0.2, 0.4)
     assert late_health(steps[:1]) == (1.0, 0.0, 0.0) and late_health([]) == (1.0, 0.0, 0.0)
 
@@ -118,8 +125,18 @@ def test_worker_event_of_a_decision():
 
 # --- the trainer --------------------------------------------------------------------------------------
 def auto_run(out: Path, callbacks=None, **over) -> dict:
-    values = dict(model="tiny-random", rounds=3, prompts_per_round=4, group_size=4, mini_batch_size=4,
-                  max_new_tokens=6, eval_problems=0, learning_rate=1e-6, dtype="fp32", batch_ratio_max=8)
+    values = dict(
+        model="tiny-random",
+        rounds=3,
+        prompts_per_round=4,
+        group_size=4,
+        mini_batch_size=4,
+        max_new_tokens=6,
+        eval_problems=0,
+        learning_rate=1e-6,
+        dtype="fp32",
+        batch_ratio_max=8,
+    )
     return train(make_config(**(values | over)), RunPaths(output_dir=out), callbacks=callbacks)
 
 

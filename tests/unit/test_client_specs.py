@@ -19,18 +19,28 @@ def test_grader_short_forms_files_and_inline_json(tmp_path):
     assert parse_grader(str(tmp_path / "g.yaml")) == {"type": "string_check", "operation": "eq"}
     (tmp_path / "grade.py").write_text("def grade(sample, item):\n    return 1.0\n")
     assert parse_grader(f"python:{tmp_path / 'grade.py'}")["source"].startswith("def grade")
-    for bad, message in [("{nope", "not valid JSON"), ("Numeric stuff", "TYPE:REFERENCE"),
-                         (str(tmp_path / "missing.json"), "cannot read")]:  # fmt: skip
+    for bad, message in [
+        ("{nope", "not valid JSON"),
+        ("Numeric stuff", "TYPE:REFERENCE"),
+        (str(tmp_path / "missing.json"), "cannot read"),
+    ]:
         with pytest.raises(ClientError, match=message):
             parse_grader(bad)
 
 
 def test_hyperparameters_from_a_file_then_flags(tmp_path):
     (tmp_path / "hp.json").write_text('{"rounds": 12, "is_level": "token"}')
-    got = parse_hyperparameters(["rounds=3", "learning_rate=3e-4", "is_clip=null", "report_to=[\"tensorboard\"]",
-                                 "is_level=sequence"], str(tmp_path / "hp.json"))  # fmt: skip
-    assert got == {"rounds": 3, "learning_rate": 3e-4, "is_clip": None, "report_to": ["tensorboard"],
-                   "is_level": "sequence"}  # fmt: skip
+    got = parse_hyperparameters(
+        ["rounds=3", "learning_rate=3e-4", "is_clip=null", 'report_to=["tensorboard"]', "is_level=sequence"],
+        str(tmp_path / "hp.json"),
+    )
+    assert got == {
+        "rounds": 3,
+        "learning_rate": 3e-4,
+        "is_clip": None,
+        "report_to": ["tensorboard"],
+        "is_level": "sequence",
+    }
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ClientError, match="must hold a mapping"):
         parse_hyperparameters([], str(tmp_path / "list.yaml"))

@@ -49,14 +49,29 @@ def test_batch_terms():
 
 
 def rapid(*args, **kw):
-    return subprocess.run([sys.executable, str(REPO / "rapid_cli.py"), *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, str(REPO / "rapid_cli.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_train_help_documents_every_option_with_its_default():
     out = rapid("train", "--help").stdout
-    for flag in ("--learning-rate", "--is-clip", "--mini-batch-size", "--prompts-per-round", "--time-budget-s",
-                 "--output-dir", "--data-path", "--eval-path", "--eval-interval"):
+    for flag in (
+        "--learning-rate",
+        "--is-clip",
+        "--mini-batch-size",
+        "--prompts-per-round",
+        "--time-budget-s",
+        "--output-dir",
+        "--data-path",
+        "--eval-path",
+        "--eval-interval",
+    ):
         assert flag in out
     assert "(default: 2.0)" in out  # is_clip
 
@@ -81,9 +96,20 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     from rapid_core.cli import build_parser, config_from_args
 
     path = tmp_path / "job.json"
-    path.write_text(json.dumps({"learning_rate": 0.001, "group_size": 4, "task_options": {"max_value": 9},
-                                "output_dir": "runs/a", "data_path": "train.jsonl"}))
-    args = build_parser().parse_args(["train", "--config", str(path), "--group-size", "8", "--output-dir", "runs/b"])
+    path.write_text(
+        json.dumps(
+            {
+                "learning_rate": 0.001,
+                "group_size": 4,
+                "task_options": {"max_value": 9},
+                "output_dir": "runs/a",
+                "data_path": "train.jsonl",
+            }
+        )
+    )
+    args = build_parser().parse_args(
+        ["train", "--config", str(path), "--group-size", "8", "--output-dir", "runs/b"]
+    )
     cfg, paths = config_from_args(args)
     assert cfg.learning_rate == 0.001 and cfg.group_size == 8 and cfg.task_options == {"max_value": 9}
     assert paths == RunPaths(output_dir="runs/b", data_path="train.jsonl")
@@ -96,8 +122,18 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
 def test_rapid_eval_scores_a_model_with_and_without_an_adapter(tmp_path, tiny_model):
     from rapid_core.trainer import train
 
-    train(make_config(model=tiny_model, rounds=1, prompts_per_round=2, group_size=2, mini_batch_size=4,
-                      max_new_tokens=4, eval_problems=0), RunPaths(output_dir=tmp_path / "run"))
+    train(
+        make_config(
+            model=tiny_model,
+            rounds=1,
+            prompts_per_round=2,
+            group_size=2,
+            mini_batch_size=4,
+            max_new_tokens=4,
+            eval_problems=0,
+        ),
+        RunPaths(output_dir=tmp_path / "run"),
+    )
     common = ["--model", tiny_model, "--eval-problems", "3", "--eval-k", "2", "--max-new-tokens", "4"]
     for extra in ([], ["--adapter", str(tmp_path / "run" / "adapter")]):
         result = rapid("eval", *common, *extra)

@@ -23,19 +23,45 @@ def add_job(client, project: str, status: str, rounds_done: int = 0) -> str:
     """A job of ``project`` with ``rounds_done`` rounds of step and round metrics."""
     with client.app.state.runtime.sessions() as s:
         project_id = Keys(s).create(project)[0].project_id
-        job = Jobs(s).add(Job(project_id=project_id, model="tiny-random", training_file="file-x", seed=0,
-                              method={"grader": {"type": "numeric"}, "hyperparameters": {}}, config=CONFIG,
-                              queue="cpu", status=status, started_at=1000))  # fmt: skip
+        job = Jobs(s).add(
+            Job(
+                project_id=project_id,
+                model="tiny-random",
+                training_file="file-x",
+                seed=0,
+                method={"grader": {"type": "numeric"}, "hyperparameters": {}},
+                config=CONFIG,
+                queue="cpu",
+                status=status,
+                started_at=1000,
+            )
+        )
         Metrics(s).put(
             job.id, "eval", {"pass@1": 0.25, "problems": 4, "seconds": 30.0}, phase="before", step=0
         )
         for k in range(rounds_done):
             for u in (1, 2):
-                Metrics(s).put(job.id, "step", {"loss": 0.1, "grad_norm": 1.0, "ess": 0.95, "clip_frac": 0.0},
-                               step=2 * k + u, round=k)  # fmt: skip
-            Metrics(s).put(job.id, "round", {"reward_mean": 0.1 * k, "accuracy": 0.5, "frac_zero_std": 0.25,
-                                             "round_s": 10.0, "staleness_mean": 0.5, "staleness_max": 1},
-                           step=2 * k + 2, round=k)  # fmt: skip
+                Metrics(s).put(
+                    job.id,
+                    "step",
+                    {"loss": 0.1, "grad_norm": 1.0, "ess": 0.95, "clip_frac": 0.0},
+                    step=2 * k + u,
+                    round=k,
+                )
+            Metrics(s).put(
+                job.id,
+                "round",
+                {
+                    "reward_mean": 0.1 * k,
+                    "accuracy": 0.5,
+                    "frac_zero_std": 0.25,
+                    "round_s": 10.0,
+                    "staleness_mean": 0.5,
+                    "staleness_max": 1,
+                },
+                step=2 * k + 2,
+                round=k,
+            )
         s.commit()
         return job.id
 
@@ -73,8 +99,11 @@ def test_pages_need_a_signed_in_key_and_the_cookie_keeps_it_from_scripts_and_url
 
 def test_login_goes_back_only_to_a_dashboard_page(browser):
     client, key = browser
-    for target, want in [("/dashboard/jobs/ftjob-1", "/dashboard/jobs/ftjob-1"), ("https://evil.example/", "/dashboard/jobs"),
-                         ("//evil.example/dashboard/", "/dashboard/jobs")]:  # fmt: skip
+    for target, want in [
+        ("/dashboard/jobs/ftjob-1", "/dashboard/jobs/ftjob-1"),
+        ("https://evil.example/", "/dashboard/jobs"),
+        ("//evil.example/dashboard/", "/dashboard/jobs"),
+    ]:
         response = client.post("/dashboard/login", data={"key": key, "next": target})
         assert response.headers["location"] == want
 
@@ -135,8 +164,13 @@ def test_health_names_a_grader_with_no_signal_and_drifting_weights():
     flat = [{"round": k, "frac_zero_std": 0.95, "grader_status": {"timeout": 2}} for k in range(3)]
     steps = [{"round": 2, "loss": None, "grad_norm": None, "ess": 0.3, "clip_frac": 0.4}]
     messages = " | ".join(m for _, m in views.health(flat, steps))
-    for part in ("non-finite", "95% of groups have identical rewards", "failed on 6 samples", "40% of importance",
-                 "Effective sample size is 0.30"):  # fmt: skip
+    for part in (
+        "non-finite",
+        "95% of groups have identical rewards",
+        "failed on 6 samples",
+        "40% of importance",
+        "Effective sample size is 0.30",
+    ):
         assert part in messages
 
 
@@ -145,12 +179,20 @@ def test_series_leave_gaps_for_missing_values():
         [{"round": 0, "reward_mean": float("nan")}], [], {"after": {"pass@1": 0.5, "pass@4": 0.7}}, 8
     )
     assert out["round"]["reward_mean"] == [None] and out["eval"] == {
-        "x": [8], "pass@1": [0.5], "pass@k": [0.7], "k_label": "pass@4"}  # fmt: skip
+        "x": [8],
+        "pass@1": [0.5],
+        "pass@k": [0.7],
+        "k_label": "pass@4",
+    }
 
 
 def test_eval_series_has_the_interval_evaluations_at_their_steps():
     interval = [{"step": 4, "pass@1": 0.25, "pass@2": 0.5}, {"step": 8, "pass@1": 0.5, "pass@2": 0.75}]
     evals = {"before": {"pass@1": 0.0, "pass@2": 0.25}, "after": {"pass@1": 0.5, "pass@2": 0.75}}
     out = views.series([], [], evals, 8, interval)
-    assert out["eval"] == {"x": [0, 4, 8, 8], "pass@1": [0.0, 0.25, 0.5, 0.5], "pass@k": [0.25, 0.5, 0.75, 0.75],
-                           "k_label": "pass@2"}  # fmt: skip
+    assert out["eval"] == {
+        "x": [0, 4, 8, 8],
+        "pass@1": [0.0, 0.25, 0.5, 0.5],
+        "pass@k": [0.25, 0.5, 0.75, 0.75],
+        "k_label": "pass@2",
+    }

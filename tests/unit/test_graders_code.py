@@ -35,8 +35,11 @@ def test_printing_a_fake_verdict_does_not_pass():
 
 
 def test_humaneval_style_runs_check_on_the_entry_point():
-    item = {"prompt": "def inc(x):\n    \"\"\"x + 1\"\"\"\n", "entry_point": "inc",
-            "test": "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(-1) == 0\n"}  # fmt: skip
+    item = {
+        "prompt": 'def inc(x):\n    """x + 1"""\n',
+        "entry_point": "inc",
+        "test": "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(-1) == 0\n",
+    }
     g = build_grader({"type": "code_tests", "style": "humaneval"})
     body, full, wrong = g.grade_batch(
         [item] * 3, ["    return x + 1\n", "def inc(x):\n    return x + 1", "    return x"]
@@ -45,8 +48,14 @@ def test_humaneval_style_runs_check_on_the_entry_point():
 
 
 def test_evalplus_style_compares_with_the_reference_outputs_within_atol():
-    item = {"task_id": "Mbpp/9999", "entry_point": "half", "canonical_solution": "def half(x):\n    return x / 2\n",
-            "base_input": [[1], [3]], "plus_input": [[10**6 + 1]], "atol": 1e-6}  # fmt: skip
+    item = {
+        "task_id": "Mbpp/9999",
+        "entry_point": "half",
+        "canonical_solution": "def half(x):\n    return x / 2\n",
+        "base_input": [[1], [3]],
+        "plus_input": [[10**6 + 1]],
+        "atol": 1e-6,
+    }
     g = build_grader({"type": "code_tests", "style": "evalplus"})
     close, wrong, raises = g.grade_batch(
         [item] * 3,

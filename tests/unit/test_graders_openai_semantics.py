@@ -12,26 +12,61 @@ from rapid_core.graders.formula import evaluate, parse_formula
 from rapid_core.graders.templates import render, sample_namespace
 
 # API reference, "Validate grader" and the StringCheckGrader / TextSimilarityGrader examples.
-STRING_CHECK = {"type": "string_check", "name": "Example string check grader", "input": "{{sample.output_text}}",
-                "reference": "{{item.label}}", "operation": "eq"}  # fmt: skip
-TEXT_SIMILARITY = {"type": "text_similarity", "name": "Example text similarity grader",
-                   "input": "{{sample.output_text}}", "reference": "{{item.label}}",
-                   "evaluation_metric": "fuzzy_match"}  # fmt: skip
+STRING_CHECK = {
+    "type": "string_check",
+    "name": "Example string check grader",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.label}}",
+    "operation": "eq",
+}
+TEXT_SIMILARITY = {
+    "type": "text_similarity",
+    "name": "Example text similarity grader",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.label}}",
+    "evaluation_metric": "fuzzy_match",
+}
 # API reference, the PythonGrader example (its source, as a JSON string).
-PYTHON_EXAMPLE = {"type": "python", "name": "Example python grader", "image_tag": "2025-05-08", "source": (
-    'def grade(sample: dict, item: dict) -> float:\n    """\n    Returns 1.0 if `output_text` equals `label`, '
-    'otherwise 0.0.\n    """\n    output = sample.get("output_text")\n    label = item.get("label")\n'
-    "    return 1.0 if output == label else 0.0\n")}  # fmt: skip
+PYTHON_EXAMPLE = {
+    "type": "python",
+    "name": "Example python grader",
+    "image_tag": "2025-05-08",
+    "source": (
+        'def grade(sample: dict, item: dict) -> float:\n    """\n    Returns 1.0 if `output_text` equals `label`, '
+        'otherwise 0.0.\n    """\n    output = sample.get("output_text")\n    label = item.get("label")\n'
+        "    return 1.0 if output == label else 0.0\n"
+    ),
+}
 # RFT guide: a structured answer {"compliant": ..., "explanation": ...} checked field by field.
-COMPLIANT = {"type": "string_check", "name": "compliant", "input": "{{sample.output_json.compliant}}",
-             "reference": "{{item.compliant}}", "operation": "eq"}  # fmt: skip
+COMPLIANT = {
+    "type": "string_check",
+    "name": "compliant",
+    "input": "{{sample.output_json.compliant}}",
+    "reference": "{{item.compliant}}",
+    "operation": "eq",
+}
 # Graders guide / Azure RFT guide: the multigrader example.
-MULTI_EXAMPLE = {"type": "multi", "name": "Example multigrader", "graders": {
-    "similarity_score": {"type": "text_similarity", "name": "similarity grader", "input": "{{ sample.output_text }}",
-                         "reference": "{{ item.summary }}", "evaluation_metric": "bleu"},
-    "label_checker": {"type": "string_check", "name": "label grader", "input": "{{ sample.output_text }}",
-                      "reference": "{{ item.label }}", "operation": "eq"}},
-    "calculate_output": "(similarity_score + label_checker) / 2"}  # fmt: skip
+MULTI_EXAMPLE = {
+    "type": "multi",
+    "name": "Example multigrader",
+    "graders": {
+        "similarity_score": {
+            "type": "text_similarity",
+            "name": "similarity grader",
+            "input": "{{ sample.output_text }}",
+            "reference": "{{ item.summary }}",
+            "evaluation_metric": "bleu",
+        },
+        "label_checker": {
+            "type": "string_check",
+            "name": "label grader",
+            "input": "{{ sample.output_text }}",
+            "reference": "{{ item.label }}",
+            "operation": "eq",
+        },
+    },
+    "calculate_output": "(similarity_score + label_checker) / 2",
+}
 
 
 def refused(spec: dict, field: str, match: str = "") -> GraderError:
@@ -88,10 +123,16 @@ def test_sample_namespace_matches_the_documented_fields():
     assert sample_namespace("plain text")["output_json"] is None
 
 
-@pytest.mark.parametrize("template, why", [
-    ("{{item.labels[x]}}", "is not item"), ("{{ items.label }}", "is not item"), ("{{item}}", "must name"),
-    ("{{sample.text}}", "sample namespace has"), ("{{sample.output_tools[0].function.name}}", "no tool calls"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "template, why",
+    [
+        ("{{item.labels[x]}}", "is not item"),
+        ("{{ items.label }}", "is not item"),
+        ("{{item}}", "must name"),
+        ("{{sample.text}}", "sample namespace has"),
+        ("{{sample.output_tools[0].function.name}}", "no tool calls"),
+    ],
+)
 def test_templates_that_would_never_substitute_are_refused_naming_the_field(template, why):
     refused({**STRING_CHECK, "reference": template}, "reference", why)
 
@@ -148,28 +189,53 @@ def test_documented_multigrader_example_averages_its_parts():
     assert parts["label_checker"].score == 1.0
 
 
-@pytest.mark.parametrize("formula, values, expected", [
-    ("a ^ 2", {"a": 3}, 9.0), ("2 * a ^ 2", {"a": 3}, 18.0), ("-a ^ 2", {"a": 3}, -9.0),
-    ("2 ^ 3 ^ 2", {}, 512.0), ("min(a, b, 0.5)", {"a": 1, "b": 0.7}, 0.5), ("max(a, b)", {"a": 0.2, "b": 0.7}, 0.7),
-    ("abs(a - b)", {"a": 0.2, "b": 0.7}, 0.5), ("floor(a * 10) / 10", {"a": 0.77}, 0.7),
-    ("ceil(a)", {"a": 0.2}, 1.0), ("exp(a)", {"a": 1}, math.e), ("sqrt(a)", {"a": 0.25}, 0.5),
-    ("log(a)", {"a": math.e}, 1.0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "formula, values, expected",
+    [
+        ("a ^ 2", {"a": 3}, 9.0),
+        ("2 * a ^ 2", {"a": 3}, 18.0),
+        ("-a ^ 2", {"a": 3}, -9.0),
+        ("2 ^ 3 ^ 2", {}, 512.0),
+        ("min(a, b, 0.5)", {"a": 1, "b": 0.7}, 0.5),
+        ("max(a, b)", {"a": 0.2, "b": 0.7}, 0.7),
+        ("abs(a - b)", {"a": 0.2, "b": 0.7}, 0.5),
+        ("floor(a * 10) / 10", {"a": 0.77}, 0.7),
+        ("ceil(a)", {"a": 0.2}, 1.0),
+        ("exp(a)", {"a": 1}, math.e),
+        ("sqrt(a)", {"a": 0.25}, 0.5),
+        ("log(a)", {"a": math.e}, 1.0),
+    ],
+)
 def test_formula_operators_and_functions_are_the_documented_ones(formula, values, expected):
     tree = parse_formula(formula, {"a", "b"})
     assert evaluate(tree, {"a": 0.0, "b": 0.0, **values}) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("formula, why", [
-    ("min(a)", "min\\(\\) takes 2 to 64"), ("abs(a, a)", "abs\\(\\) takes 1"), ("exp()", "exp\\(\\) takes 1"),
-    (" + ".join(["a"] * 1200), "limit is 1000"), ("abs(" * 40 + "a" + ")" * 40, "nested deeper"),
-    ("-" * 300 + "a", "nested deeper"), ("1e400 * a", "inf is not a finite number"), ("a ** 2", "write powers"),
-    ("a ^ ", "not a valid formula"), ("a.real", "Attribute is not allowed"), ("a if a else b", "IfExp"),
-    ("sqrt(-1 - a)", "no finite value"), ("a\x00", "not a valid formula"), ("", "must be a formula"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "formula, why",
+    [
+        ("min(a)", "min\\(\\) takes 2 to 64"),
+        ("abs(a, a)", "abs\\(\\) takes 1"),
+        ("exp()", "exp\\(\\) takes 1"),
+        (" + ".join(["a"] * 1200), "limit is 1000"),
+        ("abs(" * 40 + "a" + ")" * 40, "nested deeper"),
+        ("-" * 300 + "a", "nested deeper"),
+        ("1e400 * a", "inf is not a finite number"),
+        ("a ** 2", "write powers"),
+        ("a ^ ", "not a valid formula"),
+        ("a.real", "Attribute is not allowed"),
+        ("a if a else b", "IfExp"),
+        ("sqrt(-1 - a)", "no finite value"),
+        ("a\x00", "not a valid formula"),
+        ("", "must be a formula"),
+    ],
+)
 def test_formulas_that_could_not_run_are_refused_when_built(formula, why):
-    refused({"type": "multi", "graders": {"a": STRING_CHECK, "b": STRING_CHECK}, "calculate_output": formula},
-            "calculate_output", why)  # fmt: skip
+    refused(
+        {"type": "multi", "graders": {"a": STRING_CHECK, "b": STRING_CHECK}, "calculate_output": formula},
+        "calculate_output",
+        why,
+    )
 
 
 def test_a_formula_without_a_finite_value_for_a_sample_is_an_error_not_a_null_reward():
@@ -188,8 +254,11 @@ def test_multi_nested_in_multi_and_a_list_of_graders_are_refused():
         {"type": "multi", "graders": {"m": inner}, "calculate_output": "m"}, "graders.m.type", "another multi"
     )
     # The API reference's own multi example lists its graders, which the formula cannot name.
-    listed = {"type": "multi", "graders": [TEXT_SIMILARITY, STRING_CHECK],
-              "calculate_output": "0.5 * text_similarity_score +  0.5 * string_check_score)"}  # fmt: skip
+    listed = {
+        "type": "multi",
+        "graders": [TEXT_SIMILARITY, STRING_CHECK],
+        "calculate_output": "0.5 * text_similarity_score +  0.5 * string_check_score)",
+    }
     refused(listed, "graders", "object of name")
 
 
@@ -213,21 +282,26 @@ def test_documented_python_grader_example_runs_in_the_sandbox():
 
 
 def test_python_grader_sees_the_documented_sample_fields():
-    source = ("def grade(sample, item):\n    s = sample['output_json']['answer']\n"
-              "    return float(s == item['answer'] and sample['output_tools'] == [] and "
-              "sample['choices'][0]['message']['content'] == sample['output_text'])\n")  # fmt: skip
+    source = (
+        "def grade(sample, item):\n    s = sample['output_json']['answer']\n"
+        "    return float(s == item['answer'] and sample['output_tools'] == [] and "
+        "sample['choices'][0]['message']['content'] == sample['output_text'])\n"
+    )
     assert (
         build_grader({"type": "python", "source": source}).grade({"answer": 4}, '{"answer": 4}').score == 1.0
     )
 
 
-@pytest.mark.parametrize("source, why", [
-    ("def grade(sample):\n    return 1.0\n", "two positional"),
-    ("def grade(a, b, c):\n    return 1.0\n", "two positional"),
-    ("x = 1\n", "must define"),
-    ("def grade(s, i): return 1\nx = " + "-" * 100_000 + "1\n", "nested too deeply|syntax error"),
-    ("def grade(s, i): return 1\n" + "#" * (256 * 1024) + "\n", "the limit is 262144"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "source, why",
+    [
+        ("def grade(sample):\n    return 1.0\n", "two positional"),
+        ("def grade(a, b, c):\n    return 1.0\n", "two positional"),
+        ("x = 1\n", "must define"),
+        ("def grade(s, i): return 1\nx = " + "-" * 100_000 + "1\n", "nested too deeply|syntax error"),
+        ("def grade(s, i): return 1\n" + "#" * (256 * 1024) + "\n", "the limit is 262144"),
+    ],
+)
 def test_python_sources_that_could_never_grade_are_refused_when_built(source, why):
     refused({"type": "python", "source": source}, "source", why)
 

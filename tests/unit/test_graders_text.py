@@ -12,12 +12,25 @@ ITEM = {"answer": "Paris", "messages": [{"role": "user", "content": "Capital of 
 
 @pytest.mark.parametrize(
     "operation, output, score",
-    [("eq", "Paris", 1), ("eq", "paris", 0), ("ne", "Lyon", 1), ("like", "It is Paris.", 1),
-     ("like", "it is paris", 0), ("ilike", "it is PARIS", 1)],
-)  # fmt: skip
+    [
+        ("eq", "Paris", 1),
+        ("eq", "paris", 0),
+        ("ne", "Lyon", 1),
+        ("like", "It is Paris.", 1),
+        ("like", "it is paris", 0),
+        ("ilike", "it is PARIS", 1),
+    ],
+)
 def test_string_check_operations(operation, output, score):
-    g = build_grader({"type": "string_check", "name": "s", "input": "{{sample.output_text}}",
-                      "reference": "{{item.answer}}", "operation": operation})  # fmt: skip
+    g = build_grader(
+        {
+            "type": "string_check",
+            "name": "s",
+            "input": "{{sample.output_text}}",
+            "reference": "{{item.answer}}",
+            "operation": operation,
+        }
+    )
     assert g.grade(ITEM, output).score == score
     assert g.required_fields() == {"answer"}
 
@@ -35,8 +48,15 @@ def test_string_check_rejects_unknown_operation_and_missing_field():
     "metric", ["fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_l", "rouge_5"]
 )
 def test_text_similarity_is_one_for_identical_text_and_lower_otherwise(metric):
-    g = build_grader({"type": "text_similarity", "name": "t", "input": "{{sample.output_text}}",
-                      "reference": "{{item.ref}}", "evaluation_metric": metric})  # fmt: skip
+    g = build_grader(
+        {
+            "type": "text_similarity",
+            "name": "t",
+            "input": "{{sample.output_text}}",
+            "reference": "{{item.ref}}",
+            "evaluation_metric": metric,
+        }
+    )
     ref = "the quick brown fox jumps over the lazy dog near the river bank"
     item = {"ref": ref}
     assert g.grade(item, ref).score == pytest.approx(1.0)
@@ -104,8 +124,13 @@ def test_multi_formula_parser_refuses_anything_but_arithmetic(formula):
 
 def test_multi_formula_arithmetic_and_division_by_zero():
     assert evaluate(parse_formula("(a + b) * 2 - min(a, b, 3) / 4", {"a", "b"}), {"a": 1, "b": 2}) == 5.75
-    g = build_grader({"type": "multi", "graders": {"s": {"type": "string_check", "reference": "x", "operation": "eq"}},
-                      "calculate_output": "1 / s"})  # fmt: skip
+    g = build_grader(
+        {
+            "type": "multi",
+            "graders": {"s": {"type": "string_check", "reference": "x", "operation": "eq"}},
+            "calculate_output": "1 / s",
+        }
+    )
     assert g.grade({}, "y").status == "error"
 
 

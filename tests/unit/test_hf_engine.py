@@ -22,7 +22,9 @@ def test_behaviour_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperatu
     cfg = make_config(model=tiny_model, dtype="fp32", gen_micro_batch=3)  # 2 prompts x 3 samples: 2 batches
     policy = load_policy(cfg)
     engine = make_engine(cfg, policy)
-    prompts = [prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}]) for t in ("Hi", "What is 2+2?")]
+    prompts = [
+        prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}]) for t in ("Hi", "What is 2+2?")
+    ]
     torch.manual_seed(0)
     out = engine.generate(prompts, 3, Sampling(temperature=0.7, max_new_tokens=8))
     assert len(out) == 6 and out.prompt_ids[0] == prompts[0] and out.prompt_ids[5] == prompts[1]
@@ -39,8 +41,10 @@ def test_behaviour_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperatu
 def test_greedy_decoding_is_deterministic_and_batch_independent(tiny_model):
     cfg = make_config(model=tiny_model, dtype="fp32", gen_micro_batch=8)
     policy = load_policy(cfg)
-    prompts = [prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}])
-               for t in ("a", "a much longer prompt than the first one")]
+    prompts = [
+        prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}])
+        for t in ("a", "a much longer prompt than the first one")
+    ]
     g = Sampling(max_new_tokens=6, greedy=True)
     together = make_engine(cfg, policy).generate(prompts, 1, g)
     alone = make_engine(cfg, policy).generate(prompts[:1], 1, g)

@@ -23,7 +23,9 @@ def test_weights_are_one_at_staleness_zero():
     logp = torch.randn(4, 6)
     mask = torch.ones(4, 6)
     for level in ("token", "sequence"):
-        _, m = rapid_loss(logp.clone().requires_grad_(), logp, torch.randn(4), mask, make_config(is_level=level))
+        _, m = rapid_loss(
+            logp.clone().requires_grad_(), logp, torch.randn(4), mask, make_config(is_level=level)
+        )
         assert m["w_mean"] == pytest.approx(1.0) and m["w_min"] == pytest.approx(1.0)
         assert m["w_max"] == pytest.approx(1.0) and m["ess"] == pytest.approx(1.0)
         assert m["clip_frac"] == 0.0 and m["approx_kl"] == pytest.approx(0.0, abs=1e-7)
@@ -63,8 +65,9 @@ def test_truncation_caps_weights_and_counts_clipped_tokens():
     assert m["ess"] == pytest.approx(float(w.sum() ** 2 / (3 * (w**2).sum())))
     rho = torch.tensor([9.0, 1.0, 0.5])
     assert m["approx_kl"] == pytest.approx(float(((rho - 1) - rho.log()).mean()), rel=1e-5)
-    _, none = rapid_loss(logp.clone().requires_grad_(), blogp, torch.ones(3), torch.ones(3, 1),
-                         make_config(is_clip=None))
+    _, none = rapid_loss(
+        logp.clone().requires_grad_(), blogp, torch.ones(3), torch.ones(3, 1), make_config(is_clip=None)
+    )
     assert none["w_max"] == pytest.approx(9.0) and none["clip_frac"] == 0.0
 
 
@@ -91,7 +94,9 @@ def test_sequence_level_weight_is_exp_of_mean_log_ratio_truncated():
     logp = torch.zeros(2, 3)
     blogp = torch.tensor([[-0.1, -0.2, 0.0], [-3.0, -3.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    _, m = rapid_loss(logp.clone().requires_grad_(), blogp, torch.ones(2), mask, make_config(is_level="sequence"))
+    _, m = rapid_loss(
+        logp.clone().requires_grad_(), blogp, torch.ones(2), mask, make_config(is_level="sequence")
+    )
     w0 = torch.exp(torch.tensor(0.15))  # mean of 0.1 and 0.2 over the first row's 2 tokens
     assert m["w_min"] == pytest.approx(float(w0), rel=1e-5)
     assert m["w_max"] == pytest.approx(2.0)  # exp(2) truncated at c
@@ -131,7 +136,9 @@ def test_grpo_ratio_is_one_even_when_the_sampler_log_probs_differ():
     theta = torch.randn(6, requires_grad=True)
     ys = torch.tensor([0, 2, 2, 5, 1])
     adv = torch.tensor([0.5, -1.0, 1.0, 0.25, 2.0])
-    noisy_sampler = categorical_logp(theta, ys).detach() + 0.3 * torch.randn(5, 1)  # ratios far outside 1 +- 0.2
+    noisy_sampler = categorical_logp(theta, ys).detach() + 0.3 * torch.randn(
+        5, 1
+    )  # ratios far outside 1 +- 0.2
     logp = categorical_logp(theta, ys)
     loss, m = grpo_loss(logp, noisy_sampler, adv, torch.ones(5, 1), TOKEN)
     (g_grpo,) = torch.autograd.grad(loss, theta)
@@ -191,7 +198,9 @@ def two_token_gradients(prefix_shift: float) -> tuple[torch.Tensor, torch.Tensor
     theta = torch.cat([t1, t2.flatten()]).requires_grad_()
     per_token, product, max_ratio = torch.zeros_like(theta), torch.zeros_like(theta), 0.0
     for a, b in itertools.product(range(k), range(k)):
-        logp = torch.stack([torch.log_softmax(theta[:k], -1)[a], torch.log_softmax(theta[k:].view(k, k)[a], -1)[b]])
+        logp = torch.stack(
+            [torch.log_softmax(theta[:k], -1)[a], torch.log_softmax(theta[k:].view(k, k)[a], -1)[b]]
+        )
         blogp = torch.stack([mu1[a].log(), mu2[a, b].log()])
         loss, m = rapid_loss(logp[None], blogp[None], reward[a, b].view(1), torch.ones(1, 2), TOKEN)
         max_ratio = max(max_ratio, m["w_max"])
@@ -222,7 +231,10 @@ def test_per_token_estimator_is_biased_for_longer_completions_as_rapid_md_states
 
 
 def test_chunk_metrics_combine_as_each_loss_declares():
-    parts = [({"w_min": 0.5, "w_max": 1.5, "w_mean": 1.0}, 30), ({"w_min": 0.8, "w_max": 3.0, "w_mean": 2.0}, 10)]
+    parts = [
+        ({"w_min": 0.5, "w_max": 1.5, "w_mean": 1.0}, 30),
+        ({"w_min": 0.8, "w_max": 3.0, "w_mean": 2.0}, 10),
+    ]
     rules = {"w_min": "min", "w_max": "max", "w_mean": "mean"}
     assert combine_metrics(parts, rules) == {"w_min": 0.5, "w_max": 3.0, "w_mean": 1.25}
     with pytest.raises(KeyError, match="w_mean"):

@@ -44,8 +44,18 @@ def test_a_run_steps_with_the_decayed_rate_and_records_it(tmp_path, tiny_model):
     from rapid_core.config import RunPaths
     from rapid_core.trainer import train
 
-    cfg = make_config(model="tiny-random", rounds=2, prompts_per_round=4, group_size=4, mini_batch_size=8,
-                      max_new_tokens=4, eval_problems=0, learning_rate=1e-2, dtype="fp32", lr_schedule="linear")
+    cfg = make_config(
+        model="tiny-random",
+        rounds=2,
+        prompts_per_round=4,
+        group_size=4,
+        mini_batch_size=8,
+        max_new_tokens=4,
+        eval_problems=0,
+        learning_rate=1e-2,
+        dtype="fp32",
+        lr_schedule="linear",
+    )
     train(cfg, RunPaths(output_dir=tmp_path))
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in lines if r["kind"] == "step"]

@@ -23,8 +23,13 @@ from tests.fake_hub import FakeHub
 
 REPO_ID = "fake-org/tiny-llama"
 # What a real repo also holds and a causal LM does not need: none of it may be downloaded.
-DECOYS = {"pytorch_model.bin": b"\0" * 2_000_000, "onnx/model.onnx": b"\0" * 100, "model-q4.gguf": b"\0" * 100,
-          "README.md": b"# tiny", ".gitattributes": b"*.safetensors filter=lfs"}  # fmt: skip
+DECOYS = {
+    "pytorch_model.bin": b"\0" * 2_000_000,
+    "onnx/model.onnx": b"\0" * 100,
+    "model-q4.gguf": b"\0" * 100,
+    "README.md": b"# tiny",
+    ".gitattributes": b"*.safetensors filter=lfs",
+}
 USE = """
 import json, sys
 from rapid_core.errors import ModelError
@@ -67,19 +72,35 @@ def use(name: str, hf_home: Path, endpoint: str, **env: str) -> dict:
     """download_model(name) in a fresh process; a traceback (anything but a ModelError) fails the test."""
     environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     environ |= {"HF_HOME": str(hf_home), "HF_ENDPOINT": endpoint, "PYTHONPATH": str(REPO), **env}
-    done = subprocess.run([sys.executable, "-c", USE, name], env=environ, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", USE, name], env=environ, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["Qwen/Qwen2.5-0.5B-Instruct", "meta-llama/Llama-3.2-1B", "a/b", "org_x/m.v1",
-                                  "o/" + "n" * 96])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["Qwen/Qwen2.5-0.5B-Instruct", "meta-llama/Llama-3.2-1B", "a/b", "org_x/m.v1", "o/" + "n" * 96]
+)
 def test_a_well_shaped_hub_id_passes_the_check_without_being_cached(name):
     check_model_name(name)  # nothing is cached and nothing is downloaded: the worker does that
 
 
-@pytest.mark.parametrize("name", ["Qwen/Qwen 2.5", "org/-name", "org/name-", "org/.name", "org--x/name",
-                                  "org/na..me", "org/name.git", "o/" + "n" * 97, "org/naïve", "org/"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Qwen/Qwen 2.5",
+        "org/-name",
+        "org/name-",
+        "org/.name",
+        "org--x/name",
+        "org/na..me",
+        "org/name.git",
+        "o/" + "n" * 97,
+        "org/naïve",
+        "org/",
+    ],
+)
 def test_a_badly_shaped_hub_id_is_refused_naming_it(name):
     with pytest.raises(ModelError, match="not a valid Hugging Face model id") as err:
         check_model_name(name)
@@ -93,19 +114,54 @@ def test_names_that_are_no_hub_id_or_alias_or_path_are_unknown():
 
 
 def test_model_files_take_one_weights_format_and_the_tokenizer():
-    qwen = [".gitattributes", "LICENSE", "README.md", "config.json", "generation_config.json", "merges.txt",
-            "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json"]  # fmt: skip
-    assert model_files(qwen) == ["config.json", "generation_config.json", "merges.txt", "model.safetensors",
-                                 "tokenizer.json", "tokenizer_config.json", "vocab.json"]  # fmt: skip
-    mistral = ["config.json", "consolidated.safetensors", "model-00001-of-00002.safetensors",
-               "model-00002-of-00002.safetensors", "model.safetensors.index.json", "pytorch_model-00001-of-00002.bin",
-               "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json", "tokenizer.model",
-               "original/consolidated.00.pth", "onnx/model.onnx", "chat_template.jinja"]  # fmt: skip
-    assert model_files(mistral) == ["chat_template.jinja", "config.json", "model-00001-of-00002.safetensors",
-                                    "model-00002-of-00002.safetensors", "model.safetensors.index.json",
-                                    "tokenizer.model"]  # fmt: skip
+    qwen = [
+        ".gitattributes",
+        "LICENSE",
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "merges.txt",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
+    assert model_files(qwen) == [
+        "config.json",
+        "generation_config.json",
+        "merges.txt",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
+    mistral = [
+        "config.json",
+        "consolidated.safetensors",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "tokenizer.model",
+        "original/consolidated.00.pth",
+        "onnx/model.onnx",
+        "chat_template.jinja",
+    ]
+    assert model_files(mistral) == [
+        "chat_template.jinja",
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.model",
+    ]
     assert model_files(["config.json", "pytorch_model.bin", "tokenizer.json"]) == [
-        "config.json", "pytorch_model.bin", "tokenizer.json"]  # fmt: skip
+        "config.json",
+        "pytorch_model.bin",
+        "tokenizer.json",
+    ]
     with pytest.raises(ModelError, match="GGUF"):
         model_files(["config.json", "model-q4_k_m.gguf", "onnx/model.onnx"])
 
@@ -133,8 +189,10 @@ def test_first_use_downloads_once_then_the_cache_is_used_without_any_request(fak
     seen = len(fake_hub.requests)
     for env in ({}, {"HF_HUB_OFFLINE": "1"}):
         again = use(REPO_ID, tmp_path / "hf", fake_hub.url, **env)
-        assert again == {"messages": [f"Using the cached copy of {REPO_ID} (commit {fake_hub.repos[REPO_ID].sha[:12]})"],
-                         "path": first["path"]}  # fmt: skip
+        assert again == {
+            "messages": [f"Using the cached copy of {REPO_ID} (commit {fake_hub.repos[REPO_ID].sha[:12]})"],
+            "path": first["path"],
+        }
     assert len(fake_hub.requests) == seen
 
 
@@ -169,7 +227,18 @@ def test_unknown_gated_and_unreachable_repos_are_model_errors_naming_the_model(f
 def test_the_cli_downloads_a_hub_model_it_is_given(fake_hub, tmp_path):
     environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     environ |= {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": fake_hub.url, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "rapid_cli", "eval", "--model", REPO_ID, "--eval-problems", "1", "--max-new-tokens", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "rapid_cli",
+        "eval",
+        "--model",
+        REPO_ID,
+        "--eval-problems",
+        "1",
+        "--max-new-tokens",
+        "1",
+    ]
     done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["model"] == REPO_ID

@@ -68,8 +68,14 @@ def test_best_is_the_highest_pass_at_1_and_the_earlier_on_a_tie(tmp_path):
         bests.append(state.progress.best["round"])
     assert seen == ["interval"] * 6 and bests == [1, 2, 2, 2, 5, 5]
     best = state.progress.best
-    assert best == {"step": 10, "round": 5, "pass@1": 0.75, "problems": 8,
-                    "checkpoint": str(tmp_path / "round-000005"), "adapter_dir": str(tmp_path / "round-000005" / "adapter")}  # fmt: skip
+    assert best == {
+        "step": 10,
+        "round": 5,
+        "pass@1": 0.75,
+        "problems": 8,
+        "checkpoint": str(tmp_path / "round-000005"),
+        "adapter_dir": str(tmp_path / "round-000005" / "adapter"),
+    }
     assert periodic.final(state.progress).pass_at_1 == 0.75  # the evaluation at this step, reused as "after"
     state.progress.step += 1
     assert periodic.final(state.progress) is None
@@ -77,8 +83,9 @@ def test_best_is_the_highest_pass_at_1_and_the_earlier_on_a_tie(tmp_path):
 
 def test_trainer_evaluates_every_interval_checkpoints_there_and_keeps_the_best(tmp_path, tiny_model):
     saved = Saved()
-    summary = tiny_run(tmp_path, callbacks=[saved], rounds=5, eval_interval=6, checkpoint_every=10,
-                       keep_checkpoints=1)  # fmt: skip
+    summary = tiny_run(
+        tmp_path, callbacks=[saved], rounds=5, eval_interval=6, checkpoint_every=10, keep_checkpoints=1
+    )
     evals = records(tmp_path, "eval")
     interval = [e for e in evals if e["phase"] == "interval"]
     assert [(e["step"], e["round"]) for e in interval] == [(8, 2), (12, 3), (20, 5)]
@@ -93,7 +100,11 @@ def test_trainer_evaluates_every_interval_checkpoints_there_and_keeps_the_best(t
     best = summary["best"]
     scores = [e["pass@1"] for e in interval]
     first_top = scores.index(max(scores))  # the earlier one on a tie
-    assert (best["step"], best["round"], best["pass@1"]) == (interval[first_top]["step"], interval[first_top]["round"], max(scores))
+    assert (best["step"], best["round"], best["pass@1"]) == (
+        interval[first_top]["step"],
+        interval[first_top]["round"],
+        max(scores),
+    )
     assert json.loads((tmp_path / "best.json").read_text()) == best
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert kept == sorted({"round-000005", f"round-{best['round']:06d}"})  # keep_checkpoints=1, plus the best
@@ -104,8 +115,14 @@ def test_trainer_evaluates_every_interval_checkpoints_there_and_keeps_the_best(t
 def test_the_best_survives_rotation_when_it_is_old(tmp_path, tiny_model):
     """The random model's greedy pass@1 does not move off 0 here: every evaluation ties, so the best
     stays the first one while keep_checkpoints=1 rotates everything after it."""
-    summary = tiny_run(tmp_path, rounds=4, eval_interval=4, keep_checkpoints=1, eval_problems=2,
-                       grader={"type": "test_vowels_never_pass"})  # fmt: skip
+    summary = tiny_run(
+        tmp_path,
+        rounds=4,
+        eval_interval=4,
+        keep_checkpoints=1,
+        eval_problems=2,
+        grader={"type": "test_vowels_never_pass"},
+    )
     assert [e["pass@1"] for e in records(tmp_path, "eval") if e["phase"] == "interval"] == [0.0] * 4
     assert summary["best"]["round"] == 1 and summary["best"]["step"] == 4
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["round-000001", "round-000004"]
@@ -114,8 +131,7 @@ def test_the_best_survives_rotation_when_it_is_old(tmp_path, tiny_model):
 
 def test_resume_keeps_the_best_and_the_evaluations(tmp_path, tiny_model):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    over = dict(rounds=5, eval_interval=6, keep_checkpoints=1,
-                grader={"type": "test_vowels_never_pass"})  # fmt: skip
+    over = dict(rounds=5, eval_interval=6, keep_checkpoints=1, grader={"type": "test_vowels_never_pass"})
     expected = tiny_run(whole, **over)
     with pytest.raises(Cancelled):
         tiny_run(broken, callbacks=[CancelAfterRounds(3)], **over)
@@ -123,4 +139,6 @@ def test_resume_keeps_the_best_and_the_evaluations(tmp_path, tiny_model):
     resumed = tiny_run(broken, **over)
     assert resumed["best"]["round"] == expected["best"]["round"] == 2
     assert (broken / "checkpoints" / "round-000002" / "adapter").is_dir()
-    assert [strip_timing(r) for r in records(whole, "eval")] == [strip_timing(r) for r in records(broken, "eval")]
+    assert [strip_timing(r) for r in records(whole, "eval")] == [
+        strip_timing(r) for r in records(broken, "eval")
+    ]

@@ -13,11 +13,17 @@ from rapid_core.preflight import JobSize, Measured, job_size, preflight_report
 def measured(scores, *, g=4, statuses=None, lengths=None, truncated=None, latencies=None, **over) -> Measured:
     n = len(scores)
     return Measured(
-        scores=scores, statuses=statuses or ["ok" if s >= 1 else "wrong" for s in scores],
-        completion_tokens=lengths or [10] * n, truncated=truncated or [False] * n,
-        grade_seconds=latencies or [0.01] * n, group_size=g, max_new_tokens=16,
-        generate_s=over.pop("generate_s", 2.0), grade_s=over.pop("grade_s", 0.5), **over,
-    )  # fmt: skip
+        scores=scores,
+        statuses=statuses or ["ok" if s >= 1 else "wrong" for s in scores],
+        completion_tokens=lengths or [10] * n,
+        truncated=truncated or [False] * n,
+        grade_seconds=latencies or [0.01] * n,
+        group_size=g,
+        max_new_tokens=16,
+        generate_s=over.pop("generate_s", 2.0),
+        grade_s=over.pop("grade_s", 0.5),
+        **over,
+    )
 
 
 SIZE = JobSize(rounds=10, train_samples=640, eval_samples=16, steps=40, time_budget_s=None)
@@ -57,10 +63,16 @@ def test_grader_failures_are_counted_and_a_majority_says_a_job_would_stop():
     statuses = ["error", "timeout", "error", "ok", "sandbox_failure", "wrong", "error", "ok"]
     scores = [0, 0, 0, 1, 0, 0, 0, 1]
     report = preflight_report(measured(scores, statuses=statuses, first_failure="NameError: x"), SIZE)
-    assert (report["grader"]["errors"], report["grader"]["timeouts"], report["grader"]["sandbox_failures"]) == (3, 1, 1)
+    assert (
+        report["grader"]["errors"],
+        report["grader"]["timeouts"],
+        report["grader"]["sandbox_failures"],
+    ) == (3, 1, 1)
     failure = next(w for w in report["warnings"] if "grader failed" in w)
     assert "5 of 8 samples" in failure and "would stop" in failure and "NameError: x" in failure
-    few = preflight_report(measured(scores, statuses=["error"] + ["ok" if s else "wrong" for s in scores[1:]]), SIZE)
+    few = preflight_report(
+        measured(scores, statuses=["error"] + ["ok" if s else "wrong" for s in scores[1:]]), SIZE
+    )
     assert not any("would stop" in w for w in few["warnings"])
 
 
@@ -68,7 +80,11 @@ def test_latency_percentiles_and_the_slow_grader_warning():
     latencies = [0.1 * i for i in range(1, 21)]
     report = preflight_report(measured([1, 0] * 10, latencies=latencies), SIZE)
     lat = report["grader"]["latency_s"]
-    assert lat["p50"] == pytest.approx(1.0) and lat["p90"] == pytest.approx(1.8) and lat["max"] == pytest.approx(2.0)
+    assert (
+        lat["p50"] == pytest.approx(1.0)
+        and lat["p90"] == pytest.approx(1.8)
+        and lat["max"] == pytest.approx(2.0)
+    )
     assert any("grader is slow: 1.8 s per sample (p90)" in w for w in report["warnings"])
     fast = preflight_report(measured([1, 0] * 10), SIZE)
     assert not any("slow" in w for w in fast["warnings"])
@@ -85,7 +101,9 @@ def test_eta_scales_the_measured_time_per_sample_and_step_to_the_job():
 
 
 def test_job_size_from_the_config():
-    cfg = make_config(rounds=5, group_size=4, prompts_per_round=8, mini_batch_size=8, eval_problems=10, eval_k=2)
+    cfg = make_config(
+        rounds=5, group_size=4, prompts_per_round=8, mini_batch_size=8, eval_problems=10, eval_k=2
+    )
     size = job_size(cfg)
     assert size.rounds == 5 and size.train_samples == 5 * cfg.inference_batch
     assert size.steps == 5 * (cfg.inference_batch // 8) and size.eval_samples == 2 * 10 * 2
@@ -105,12 +123,22 @@ def test_samples_must_be_whole_groups_of_equal_length_lists():
         preflight_report(measured([1, 0], g=2, lengths=[1]), SIZE)
 
 
-BODY = {"model": "tiny-random", "training_file": "file-x",
-        "method": {"type": "reinforcement", "reinforcement": {"grader": {"type": "numeric", "reference": "1"}}}}  # fmt: skip
+BODY = {
+    "model": "tiny-random",
+    "training_file": "file-x",
+    "method": {"type": "reinforcement", "reinforcement": {"grader": {"type": "numeric", "reference": "1"}}},
+}
 
 
-@pytest.mark.parametrize(("extra", "field"), [({"prompts": 0}, "prompts"), ({"prompts": 65}, "prompts"),
-                                              ({"timeout_s": 601}, "timeout_s"), ({"timeout_s": 5}, "timeout_s")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"prompts": 0}, "prompts"),
+        ({"prompts": 65}, "prompts"),
+        ({"timeout_s": 601}, "timeout_s"),
+        ({"timeout_s": 5}, "timeout_s"),
+    ],
+)
 def test_the_request_bounds_prompts_and_timeout(extra, field):
     with pytest.raises(ValidationError) as err:
         PreflightCreate.model_validate(BODY | extra)

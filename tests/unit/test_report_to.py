@@ -71,8 +71,14 @@ def step(n: int, round_index: int, **values) -> dict:
 
 
 def round_record(k: int, last_step: int) -> dict:
-    return {"round": k, "step": last_step, "reward_mean": 0.25 * (k + 1), "accuracy": 0.5,
-            "grader_status": {"ok": 3, "wrong": 1}, "example": {"completion": "text is left out"}}  # fmt: skip
+    return {
+        "round": k,
+        "step": last_step,
+        "reward_mean": 0.25 * (k + 1),
+        "accuracy": 0.5,
+        "grader_status": {"ok": 3, "wrong": 1},
+        "example": {"completion": "text is left out"},
+    }
 
 
 def feed(callbacks: CallbackList, rounds: range, steps_per_round: int = 2, evals: bool = True) -> None:
@@ -113,7 +119,9 @@ def test_tensorboard_logs_steps_rounds_and_evals_against_the_optimizer_step(tmp_
 def test_resumed_tensorboard_log_drops_the_replayed_steps(tmp_path):
     cfg, paths = make_config(report_to="tensorboard"), RunPaths(output_dir=tmp_path)
     feed(CallbackList(build_reporters(cfg, paths)), range(3), evals=False)  # crashed after round 2 ...
-    feed(CallbackList(build_reporters(cfg, paths)), range(2, 4))  # ... and resumed from the checkpoint of round 2
+    feed(
+        CallbackList(build_reporters(cfg, paths)), range(2, 4)
+    )  # ... and resumed from the checkpoint of round 2
     got = scalars(tmp_path / "tensorboard")
     assert [s for s, _ in got["train/loss"]] == list(range(1, 9))
     assert [s for s, _ in got["round/reward_mean"]] == [2, 4, 6, 8]
@@ -138,9 +146,18 @@ def test_wandb_offline_run_logs_every_record_and_resumes_the_same_run(tmp_path, 
 def test_trainer_reports_to_tensorboard_and_wandb(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = make_config(model=tiny_model, rounds=2, prompts_per_round=2, group_size=2, mini_batch_size=2,
-                      max_new_tokens=4, eval_problems=2, eval_k=1, dtype="fp32",
-                      report_to=["tensorboard", "wandb"])  # fmt: skip
+    cfg = make_config(
+        model=tiny_model,
+        rounds=2,
+        prompts_per_round=2,
+        group_size=2,
+        mini_batch_size=2,
+        max_new_tokens=4,
+        eval_problems=2,
+        eval_k=1,
+        dtype="fp32",
+        report_to=["tensorboard", "wandb"],
+    )
     summary = train(cfg, RunPaths(output_dir=tmp_path))
     got = scalars(tmp_path / "tensorboard")
     steps = summary["steps"]

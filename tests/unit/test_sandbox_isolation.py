@@ -41,8 +41,11 @@ def test_a_python_grader_sees_no_data_directory_checkout_or_other_run(data):
 
 def test_the_probe_does_find_a_data_directory_the_sandbox_shows(data):
     # The control: mounted on purpose, the same probe reports the database and the upload.
-    job, nonce = make_job({"mode": "grade", "code": PROBE, "sample": {}, "item": data.item(REPO)},
-                          Limits(timeout_s=90), binds=(str(data.root),))  # fmt: skip
+    job, nonce = make_job(
+        {"mode": "grade", "code": PROBE, "sample": {}, "item": data.item(REPO)},
+        Limits(timeout_s=90),
+        binds=(str(data.root),),
+    )
     crash = read_verdict(run(job), nonce)["crash"]
     assert f"walked to {data.db}" in crash and f"read {data.run_dir}/config.json" in crash, crash
 
@@ -51,8 +54,9 @@ def test_code_under_test_cannot_read_the_database_or_an_upload(data):
     grader = build_grader({"type": "code_tests", "style": "mbpp"})
     record = {"test_list": ["assert leak() > 0"]}
     leak = "```python\ndef leak():\n    return len(open({!r}, 'rb').read())\n```"
-    grades = grader.grade_batch([record] * 3, [leak.format(str(data.db)), leak.format(str(data.upload)),
-                                               leak.format("/usr/bin/env")])  # fmt: skip
+    grades = grader.grade_batch(
+        [record] * 3, [leak.format(str(data.db)), leak.format(str(data.upload)), leak.format("/usr/bin/env")]
+    )
     assert [g.score for g in grades] == [0.0, 0.0, 1.0], grades
     assert "No such file" in grades[0].detail
 
@@ -62,8 +66,15 @@ def test_only_the_allow_list_is_visible():
     visible = backend.visible_paths(python)
     assert "/" not in visible and "/usr" in visible
     # Nothing that holds the checkout (where ./rapid-data lives) or /var/lib, /home, /root, /srv.
-    for hidden in (REPO / "rapid-data", REPO / "pyproject.toml", Path("/var/lib/x"), Path("/home/x"),
-                   Path("/root/x"), Path("/srv/x"), Path("/etc/shadow")):  # fmt: skip
+    for hidden in (
+        REPO / "rapid-data",
+        REPO / "pyproject.toml",
+        Path("/var/lib/x"),
+        Path("/home/x"),
+        Path("/root/x"),
+        Path("/srv/x"),
+        Path("/etc/shadow"),
+    ):
         assert not any(str(hidden) == v or str(hidden).startswith(v.rstrip("/") + "/") for v in visible), (
             hidden
         )

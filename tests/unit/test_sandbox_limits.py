@@ -54,8 +54,10 @@ def test_fork_bomb_is_held_to_the_process_limit_and_leaves_nothing_behind():
     )
     r = run_python(probe, limits=Limits(timeout_s=10, processes=16))
     assert r.status == "ok" and int(r.stdout) < 16  # forks refused once the uid holds 16 processes
-    bomb = run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                      limits=Limits(timeout_s=2))  # fmt: skip
+    bomb = run_python(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        limits=Limits(timeout_s=2),
+    )
     assert bomb.status == "timeout"
     time.sleep(0.5)  # the PID namespace is torn down asynchronously
     assert uid_processes(bomb.uid) == [] and uid_processes(r.uid) == []
@@ -122,7 +124,7 @@ def test_there_is_no_network_not_even_the_callers_loopback():
 
 def test_killing_its_parent_or_everyone_reaches_no_process_outside():
     victim = subprocess.Popen(["sleep", "30"])
-    code = "import os, signal\nfor target in (os.getppid(), -1, 0):\n    try:\n        os.kill(target, signal.SIGKILL)\n    except OSError:\n        pass\n"  # fmt: skip
+    code = "import os, signal\nfor target in (os.getppid(), -1, 0):\n    try:\n        os.kill(target, signal.SIGKILL)\n    except OSError:\n        pass\n"
     r = run_python(code)
     assert r.status in ("ok", "error")  # kill(0) may take the program itself down
     assert victim.poll() is None

@@ -34,7 +34,9 @@ def run(policy, decode, sampling, n=5, micro_batch=16, eos_every=None, seed=0):
 def test_static_loop_samples_the_same_tokens_and_logprobs_as_the_dynamic_loop(policy, eos_every, monkeypatch):
     compactions = []
     original = StaticDecoder._compact
-    monkeypatch.setattr(StaticDecoder, "_compact", lambda self, n, m: compactions.append((n, m)) or original(self, n, m))
+    monkeypatch.setattr(
+        StaticDecoder, "_compact", lambda self, n, m: compactions.append((n, m)) or original(self, n, m)
+    )
     sampling = Sampling(temperature=0.8, max_new_tokens=16)
     dyn = run(policy, "dynamic", sampling, n=8, eos_every=eos_every, micro_batch=32)
     sta = run(policy, "static", sampling, n=8, eos_every=eos_every, micro_batch=32)
@@ -51,8 +53,10 @@ def test_static_loop_samples_the_same_tokens_and_logprobs_as_the_dynamic_loop(po
 
 def test_static_loop_is_exact_across_micro_batches_and_greedy(policy):
     greedy = Sampling(max_new_tokens=10, greedy=True)
-    assert run(policy, "static", greedy, n=3, micro_batch=5).completion_ids == run(
-        policy, "dynamic", greedy, n=3, micro_batch=5).completion_ids  # fmt: skip
+    assert (
+        run(policy, "static", greedy, n=3, micro_batch=5).completion_ids
+        == run(policy, "dynamic", greedy, n=3, micro_batch=5).completion_ids
+    )
     sampling = Sampling(temperature=1.0, max_new_tokens=9)
     a = run(policy, "static", sampling, n=6, micro_batch=7, eos_every=29, seed=3)
     b = run(policy, "dynamic", sampling, n=6, micro_batch=7, eos_every=29, seed=3)

@@ -29,8 +29,14 @@ def session(tmp_path):
 
 
 def make_job(s, project_id: str) -> Job:
-    job = Job(project_id=project_id, model="tiny-random", training_file="file-x", method={"grader": {}},
-              config={}, queue="cpu")  # fmt: skip
+    job = Job(
+        project_id=project_id,
+        model="tiny-random",
+        training_file="file-x",
+        method={"grader": {}},
+        config={},
+        queue="cpu",
+    )
     return Jobs(s).add(job)
 
 
@@ -192,9 +198,19 @@ def test_one_checkpoint_is_marked_best_and_a_redone_round_forgets_its_evaluation
     job = make_job(session, key.project_id)
     repo = Checkpoints(session)
     for r in (1, 2, 3):
-        repo.put(Checkpoint(job_id=job.id, round=r, step_number=2 * r, name=f"c{r}", metrics={"loss": 0.5},
-                            storage_key=f"k{r}"))  # fmt: skip
-    repo.put(Checkpoint(job_id=job.id, round=3, step_number=6, final=True, name="f", metrics={}, storage_key="f"))
+        repo.put(
+            Checkpoint(
+                job_id=job.id,
+                round=r,
+                step_number=2 * r,
+                name=f"c{r}",
+                metrics={"loss": 0.5},
+                storage_key=f"k{r}",
+            )
+        )
+    repo.put(
+        Checkpoint(job_id=job.id, round=3, step_number=6, final=True, name="f", metrics={}, storage_key="f")
+    )
     assert repo.best(job.id) is None
     assert repo.mark_best(job.id, 1) and repo.best(job.id).round == 1
     assert not repo.mark_best(job.id, 1)  # already best: nothing changed, no second "new best" event
@@ -209,14 +225,26 @@ def test_one_checkpoint_is_marked_best_and_a_redone_round_forgets_its_evaluation
     metrics.put(job.id, "eval", {"pass@1": 0.25}, phase="interval", step=4, round=2)
     assert [m.values["pass@1"] for m in metrics.query(job.id, kind="eval")] == [0.1, 0.1, 0.3, 0.25]
     metrics.drop_from_round(job.id, 2)  # resumed from the checkpoint of round 2: its evaluation is kept
-    assert [(m.phase, m.round) for m in metrics.query(job.id, kind="eval")] == [("before", 0), ("interval", 1),
-                                                                                 ("interval", 2)]  # fmt: skip
+    assert [(m.phase, m.round) for m in metrics.query(job.id, kind="eval")] == [
+        ("before", 0),
+        ("interval", 1),
+        ("interval", 2),
+    ]
 
 
 def make_preflight(s, deadline_in: float) -> Preflight:
     key, _ = Keys(s).create("alpha")
-    row = Preflight(project_id=key.project_id, model="tiny-random", training_file="file-x", config={}, queue="cpu",
-                    prompts=2, timeout_s=60, status="queued", deadline=time.time() + deadline_in)  # fmt: skip
+    row = Preflight(
+        project_id=key.project_id,
+        model="tiny-random",
+        training_file="file-x",
+        config={},
+        queue="cpu",
+        prompts=2,
+        timeout_s=60,
+        status="queued",
+        deadline=time.time() + deadline_in,
+    )
     return Preflights(s).add(row)
 
 
@@ -236,5 +264,11 @@ def test_a_preflight_past_its_deadline_never_starts_and_expires_after_the_grace(
     assert not Preflights(session).expire(late.id, grace_s=60)  # still within the grace
     assert Preflights(session).expire(late.id, grace_s=1)
     session.refresh(late)
-    assert late.status == "failed" and late.error["code"] == "preflight_timeout" and late.error["param"] == "timeout_s"
-    assert not Preflights(session).succeed(late.id, {"samples": 4})  # a worker that finishes after it changes nothing
+    assert (
+        late.status == "failed"
+        and late.error["code"] == "preflight_timeout"
+        and late.error["param"] == "timeout_s"
+    )
+    assert not Preflights(session).succeed(
+        late.id, {"samples": 4}
+    )  # a worker that finishes after it changes nothing

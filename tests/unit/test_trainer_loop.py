@@ -24,14 +24,36 @@ class VowelShare(Grader):
         return Grade(score, self.classify(score))
 
 
-TIMING = {"gen_s", "reward_s", "train_s", "round_s", "gen_tokens_per_s", "samples_per_s", "seconds",
-          "prefill_s", "decode_s", "decode_ms_per_step"}
+TIMING = {
+    "gen_s",
+    "reward_s",
+    "train_s",
+    "round_s",
+    "gen_tokens_per_s",
+    "samples_per_s",
+    "seconds",
+    "prefill_s",
+    "decode_s",
+    "decode_ms_per_step",
+}
 
 
 def tiny_cfg(**over):
-    values = dict(model="tiny-random", rounds=3, prompts_per_round=4, group_size=4, mini_batch_size=4,
-                  batch_ratio_control="fixed", max_new_tokens=6, eval_problems=4, eval_k=2, learning_rate=1e-2, temperature=1.0, dtype="fp32",
-                  grader={"type": "test_vowel_share"})
+    values = dict(
+        model="tiny-random",
+        rounds=3,
+        prompts_per_round=4,
+        group_size=4,
+        mini_batch_size=4,
+        batch_ratio_control="fixed",
+        max_new_tokens=6,
+        eval_problems=4,
+        eval_k=2,
+        learning_rate=1e-2,
+        temperature=1.0,
+        dtype="fp32",
+        grader={"type": "test_vowel_share"},
+    )
     values.update(over)
     return make_config(**values)
 
@@ -60,11 +82,33 @@ def test_round_has_U_steps_with_staleness_0_to_U_minus_1(tmp_path, tiny_model):
         assert [s["staleness"] for s in steps if s["round"] == k] == [0, 1, 2, 3]
     rounds = records(tmp_path, "round")
     assert [r["staleness_mean"] for r in rounds] == [1.5] * 3 and {r["staleness_max"] for r in rounds} == {3}
-    for key in ("loss", "grad_norm", "lr", "w_mean", "w_min", "w_max", "clip_frac", "ess", "approx_kl", "entropy"):
+    for key in (
+        "loss",
+        "grad_norm",
+        "lr",
+        "w_mean",
+        "w_min",
+        "w_max",
+        "clip_frac",
+        "ess",
+        "approx_kl",
+        "entropy",
+    ):
         assert all(key in s for s in steps), key
-    for key in ("reward_mean", "reward_std", "accuracy", "frac_zero_std", "completion_len_mean",
-                "completion_len_max", "truncated_share", "gen_s", "reward_s", "train_s", "gen_tokens_per_s",
-                "samples_per_s"):
+    for key in (
+        "reward_mean",
+        "reward_std",
+        "accuracy",
+        "frac_zero_std",
+        "completion_len_mean",
+        "completion_len_max",
+        "truncated_share",
+        "gen_s",
+        "reward_s",
+        "train_s",
+        "gen_tokens_per_s",
+        "samples_per_s",
+    ):
         assert all(key in r for r in rounds), key
     # The policy moved: later steps of a round see weights different from 1.
     assert any(abs(s["w_mean"] - 1) > 1e-4 for s in steps if s["staleness"] > 0)
@@ -108,7 +152,9 @@ def test_resume_after_round_2_matches_uninterrupted_run(tmp_path, tiny_model, sc
     for k in a:
         assert torch.equal(a[k], b[k]), k
     for kind in ("step", "round", "eval"):
-        assert [strip_timing(r) for r in records(whole, kind)] == [strip_timing(r) for r in records(broken, kind)]
+        assert [strip_timing(r) for r in records(whole, kind)] == [
+            strip_timing(r) for r in records(broken, kind)
+        ]
 
 
 def test_cancel_keeps_the_last_checkpoint_and_metrics(tmp_path, tiny_model):
@@ -206,7 +252,9 @@ def test_training_log_probs_come_from_the_sampling_policy_without_dropout(tmp_pa
     config.attention_dropout = 0.5
     AutoModelForCausalLM.from_pretrained(source, config=config).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(source).save_pretrained(model_dir)
-    tiny_run(tmp_path / "run", model=str(model_dir), finetune="full", rounds=1, eval_problems=0, mini_batch_size=16)
+    tiny_run(
+        tmp_path / "run", model=str(model_dir), finetune="full", rounds=1, eval_problems=0, mini_batch_size=16
+    )
     (step,) = records(tmp_path / "run", "step")
     assert step["staleness"] == 0 and step["w_min"] == pytest.approx(1.0, abs=1e-4)
     assert step["w_max"] == pytest.approx(1.0, abs=1e-4) and step["approx_kl"] == pytest.approx(0.0, abs=1e-6)
@@ -227,15 +275,23 @@ def test_micro_batch_chunks_add_up_to_the_whole_mini_batch(tiny_model):
     rollouts = make_engine(cfg, policy).generate(prompts, 3, Sampling(1.0, 6))
     gen = torch.Generator().manual_seed(1)
     # A stale behaviour policy, so that weights differ from 1 and some are truncated at c.
-    stale = [[lp + 0.2 * float(torch.randn(1, generator=gen)) for lp in row] for row in rollouts.behaviour_logps]
+    stale = [
+        [lp + 0.2 * float(torch.randn(1, generator=gen)) for lp in row] for row in rollouts.behaviour_logps
+    ]
     rollouts = replace(rollouts, behaviour_logps=stale)
     adv = torch.randn(6, generator=gen)
     results = []
     for chunk in (0, 2):
         for p in policy.trainable_parameters():
             p.grad = None
-        grad = accumulate_gradient(policy, rollouts, adv, list(range(6)), tiny_cfg(is_clip=1.05, train_micro_batch=chunk),
-                                   LOSSES.get("rapid"))
+        grad = accumulate_gradient(
+            policy,
+            rollouts,
+            adv,
+            list(range(6)),
+            tiny_cfg(is_clip=1.05, train_micro_batch=chunk),
+            LOSSES.get("rapid"),
+        )
         results.append((grad, [p.grad.clone() for p in policy.trainable_parameters()]))
     (whole, g_whole), (chunked, g_chunked) = results
     for a, b in zip(g_whole, g_chunked, strict=True):
@@ -252,10 +308,22 @@ def test_round_metrics_carry_what_the_engine_measured():
     from rapid_core.metrics import RoundClock, round_metrics
     from rapid_core.state import Progress
 
-    rollouts = Rollouts([[1]] * 2, [[5, 2], [6]], [[-0.1, -0.2], [-0.3]], ["ab", "c"], ["stop", "length"],
-                        stats={"decode_ms_per_step": 3.5, "peak_gpu_memory_gb": 1.25})
-    m = round_metrics(Progress(round=2, step=8, samples=6), rollouts, [Grade(1.0, "ok"), Grade(0.0, "wrong")],
-                      torch.tensor([False]), 1, RoundClock(0.0, 1.0, 1.5, 2.0))
+    rollouts = Rollouts(
+        [[1]] * 2,
+        [[5, 2], [6]],
+        [[-0.1, -0.2], [-0.3]],
+        ["ab", "c"],
+        ["stop", "length"],
+        stats={"decode_ms_per_step": 3.5, "peak_gpu_memory_gb": 1.25},
+    )
+    m = round_metrics(
+        Progress(round=2, step=8, samples=6),
+        rollouts,
+        [Grade(1.0, "ok"), Grade(0.0, "wrong")],
+        torch.tensor([False]),
+        1,
+        RoundClock(0.0, 1.0, 1.5, 2.0),
+    )
     assert m.engine == {"decode_ms_per_step": 3.5, "peak_gpu_memory_gb": 1.25}
     record = m.to_dict()
     assert record["engine"] == m.engine and record["round"] == 2 and record["truncated_share"] == 0.5
