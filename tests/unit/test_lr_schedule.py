@@ -50,6 +50,7 @@ def test_a_run_steps_with_the_decayed_rate_and_records_it(tmp_path, tiny_model):
         prompts_per_round=4,
         group_size=4,
         mini_batch_size=8,
+        batch_ratio_control="fixed",  # U = 2 every round: the planned steps are the steps taken
         max_new_tokens=4,
         eval_problems=0,
         learning_rate=1e-2,

@@ -389,6 +389,7 @@ def test_trainer_runs_rounds_through_vllm_and_evaluates_the_final_weights(standi
         model=tiny_model,
         engine="vllm",
         dtype="fp32",
+        batch_ratio_control="fixed",
         rounds=2,
         prompts_per_round=2,
         group_size=2,
