@@ -74,18 +74,25 @@ class Clock(Callback):
         assert t is not None
         started = time.perf_counter()
         wall = self.wall()
-        with torch.random.fork_rng(devices=[]):
-            m = evaluate(
-                t.engine,
-                t.state.policy.tokenizer,
-                t.grader,
-                t.task.eval[: self.tta_problems],
-                k=1,
-                temperature=t.cfg.temperature,
-                max_new_tokens=t.cfg.max_new_tokens,
-            )
-        self.tta.append({"wall_s": wall, "samples": samples, "pass@1": m.pass_at_1})
+        score = subset_pass_at_1(t, self.tta_problems)
+        self.tta.append({"wall_s": wall, "samples": samples, "pass@1": score})
         self.off_clock += time.perf_counter() - started
+
+
+def subset_pass_at_1(t: Trainer, problems: int) -> float:
+    """Greedy pass@1 of the trainer's current weights on its first ``problems`` held-out records,
+    with the training RNG stream left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        m = evaluate(
+            t.engine,
+            t.state.policy.tokenizer,
+            t.grader,
+            t.task.eval[:problems],
+            k=1,
+            temperature=t.cfg.temperature,
+            max_new_tokens=t.cfg.max_new_tokens,
+        )
+    return m.pass_at_1
 
 
 def config_for(algorithm: str, args):

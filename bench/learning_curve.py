@@ -12,12 +12,11 @@ import json
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
-from rapid_core.callbacks import Callback
+from compare import subset_pass_at_1  # isort: skip
+from rapid_core.callbacks import Callback  # noqa: E402
 from rapid_core.config import RunPaths, make_config
-from rapid_core.evaluation import evaluate
 from rapid_core.trainer import Trainer
 
 
@@ -44,20 +43,10 @@ class Curve(Callback):
             self._write(row)
 
     def _eval(self, row):
-        t = self.trainer
         started = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            ev = evaluate(
-                t.engine,
-                t.state.policy.tokenizer,
-                t.grader,
-                t.task.eval[: self.problems],
-                k=1,
-                temperature=t.cfg.temperature,
-                max_new_tokens=t.cfg.max_new_tokens,
-            )
+        score = subset_pass_at_1(self.trainer, self.problems)
         self.off_clock += time.perf_counter() - started
-        self._write({**row, "pass@1": ev.pass_at_1})
+        self._write({**row, "pass@1": score})
 
     def _write(self, row):
         row["wall_s"] = round(time.perf_counter() - self.start - self.off_clock, 1)
