@@ -74,6 +74,14 @@ def test_dashboard_plots_a_real_job_cancels_from_the_button_and_hides_other_proj
         file=arithmetic_jsonl(tmp_path / "train.jsonl").open("rb"), purpose="fine-tune"
     )
     finished = create_tiny_job(client, upload.id, rounds=ROUNDS)
+    # One worker takes one job at a time, and the broker need not deliver two messages in creation
+    # order: the endless job is created once the finite one runs, so it cannot take the worker first.
+    wait_until(
+        lambda: client.fine_tuning.jobs.retrieve(finished.id).status != "queued",
+        120,
+        "the finite job to start",
+        served,
+    )
     endless = create_tiny_job(client, upload.id, rounds=100_000)  # runs until the button cancels it
     assert wait_for_job(client, finished.id, served).status == "succeeded", served.logs()
 
