@@ -1,5 +1,5 @@
 """Round-boundary checkpoints with everything exact resume needs: trainable weights, optimizer,
-scheduler, RNG states, data position, counters. Written to a temporary directory, then renamed, so a
+RNG states, data position, counters. Written to a temporary directory, then renamed, so a
 checkpoint directory that exists is complete. ``Checkpointer`` is the callback that writes them;
 ``resume`` restores the newest one into a fresh run.
 """
@@ -48,8 +48,9 @@ def save_checkpoint(state: RunState, keep: int) -> Path:
     rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    optim = {"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict()}
-    torch.save({**optim, "rng": rng, **state.progress.to_dict()}, tmp / "state.pt")
+    torch.save(
+        {"optimizer": state.optimizer.state_dict(), "rng": rng, **state.progress.to_dict()}, tmp / "state.pt"
+    )
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     best = state.progress.best
@@ -70,7 +71,7 @@ def resume(state: RunState) -> Path | None:
     )
     saved = torch.load(path / "state.pt", weights_only=False)
     state.optimizer.load_state_dict(saved.pop("optimizer"))
-    state.scheduler.load_state_dict(saved.pop("scheduler"))
+    saved.pop("scheduler", None)  # written before the learning rate followed the run's progress
     rng = saved.pop("rng")
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])

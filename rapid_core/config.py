@@ -118,8 +118,8 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warmup steps")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant",
-        description="Learning rate after warmup: constant, or decayed to 0 over the planned "
-        "steps (linear or cosine; needs rounds or max_samples)",
+        description="Learning rate after warmup: constant, or decayed to 0 over the planned run "
+        "(linear or cosine, by rounds or samples done; needs rounds or max_samples)",
     )
 
     # --- sampling ---
@@ -192,9 +192,10 @@ class TrainConfig(BaseModel):
             raise RuleError("minibatch_grouping", "groups needs mini_batch_size a multiple of group_size")
         if self.rounds is None and self.max_samples is None and self.time_budget_s is None:
             raise RuleError("rounds", "set at least one of rounds, max_samples, time_budget_s")
-        if self.lr_schedule != "constant" and self.planned_steps is None:
+        if self.lr_schedule != "constant" and self.rounds is None and self.max_samples is None:
             raise RuleError(
-                "lr_schedule", f"{self.lr_schedule} decay needs rounds or max_samples to plan its steps"
+                "lr_schedule",
+                f"{self.lr_schedule} decay needs rounds or max_samples to plan the run's length",
             )
         if self.engine == "vllm" and self.finetune != "lora":
             raise RuleError("engine", "vllm needs finetune=lora (adapters are handed to vLLM each round)")
@@ -231,14 +232,6 @@ class TrainConfig(BaseModel):
     def batch_ratio(self) -> int:
         """U = B / m: optimizer steps per round (the first round's with batch_ratio_control=auto)."""
         return self.inference_batch // self.mini_batch_size
-
-    @property
-    def planned_steps(self) -> int | None:
-        """Optimizer steps the run plans (rounds * U, or max_samples / m); None under a time budget only."""
-        counts = [self.rounds * self.batch_ratio] if self.rounds is not None else []
-        if self.max_samples is not None:
-            counts.append(-(-self.max_samples // self.mini_batch_size))
-        return min(counts) if counts else None
 
 
 class RunPaths(BaseModel):

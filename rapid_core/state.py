@@ -56,7 +56,6 @@ class RunState:
     paths: RunPaths
     policy: Policy
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     progress: Progress = field(default_factory=Progress)
 
     @property

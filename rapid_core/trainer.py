@@ -34,7 +34,7 @@ from rapid_core.report_to import build_reporters
 from rapid_core.reporting import MetricsWriter, ProgressBar, RunFiles
 from rapid_core.state import RunState
 from rapid_core.tasks import load_task
-from rapid_core.update import make_optimizer, optimizer_step
+from rapid_core.update import make_optimizer, optimizer_step, run_fraction
 
 
 class Trainer:
@@ -70,7 +70,7 @@ class Trainer:
         policy = load_policy(cfg)
         self.engine = make_engine(cfg, policy)
         self.prompts = [prompt_token_ids(policy.tokenizer, r["messages"]) for r in self.task.train]
-        state = RunState(cfg, self.paths, policy, *make_optimizer(cfg, policy))
+        state = RunState(cfg, self.paths, policy, make_optimizer(cfg, policy))
         resume(state)  # from the newest checkpoint in the output directory, if there is one
         return state
 
@@ -122,7 +122,8 @@ class Trainer:
         steps = []
         for u, rows in enumerate(minibatches):
             self._check_stop()
-            steps.append(optimizer_step(s, rollouts, adv, rows, u, self.loss))
+            fraction = run_fraction(cfg, s.progress, len(rollouts), u, len(minibatches))
+            steps.append(optimizer_step(s, rollouts, adv, rows, u, self.loss, fraction))
             self.callbacks.on_step(steps[-1])
         s.progress.position += n_prompts
         s.progress.samples += len(rollouts)

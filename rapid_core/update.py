@@ -1,6 +1,6 @@
 """One optimizer step on one mini-batch (RAPID.md, "The off-policy, importance-weighted group policy
 gradient"): log pi_theta of the sampled tokens, the loss against the behaviour log-probs, backward,
-clip, step; and the optimizer and learning-rate schedule it steps.
+clip, step; and the optimizer, and the learning rate each step takes from the schedule.
 
 The mini-batch may run in chunks of ``train_micro_batch`` samples; their gradients add up to the
 whole mini-batch's. The policy stays in eval mode: at staleness 0 the training pass must be the
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 
@@ -21,7 +20,7 @@ from rapid_core.logprobs import completion_logps
 from rapid_core.losses import Loss, combine_metrics
 from rapid_core.metrics import StepMetrics
 from rapid_core.models import Policy
-from rapid_core.state import RunState
+from rapid_core.state import Progress, RunState
 
 
 @dataclass(frozen=True)
@@ -77,41 +76,58 @@ def accumulate_gradient(
     return Gradient(loss_total, total, entropy_sum / max(total, 1), combine_metrics(parts, loss.combine))
 
 
-def make_optimizer(cfg: TrainConfig, policy: Policy):
-    """AdamW over the trainable weights, with a linear warmup of ``warmup_steps`` and the
-    ``lr_schedule`` after it."""
-    optimizer = torch.optim.AdamW(
+def make_optimizer(cfg: TrainConfig, policy: Policy) -> torch.optim.Optimizer:
+    """AdamW over the trainable weights; ``optimizer_step`` sets each step's learning rate."""
+    return torch.optim.AdamW(
         policy.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, cfg.warmup_steps, cfg.lr_schedule, cfg.planned_steps)
-    )
-    return optimizer, scheduler
 
 
-def lr_factor(warmup: int, schedule: str, total: int | None, step: int) -> float:
-    """Multiplier of the learning rate at optimizer step ``step`` (0-based). Decay ends at 0 on the
-    last planned step, so the final rounds move the policy little (docs/main-job.md)."""
+def run_fraction(cfg: TrainConfig, progress: Progress, round_samples: int, u: int, steps: int) -> float:
+    """Where step ``u`` of the ``steps`` a round takes lies in the planned run, from 0 to 1: in rounds
+    (``rounds``) or samples (``max_samples``), whichever ends the run first. Measured in rounds and
+    samples rather than optimizer steps, because steps per round vary (batch_ratio_control=auto,
+    drop_zero_std): a decay over a step count fixed in advance would end too early or too late."""
+    within = u / max(steps, 1)
+    fractions = [0.0]
+    if cfg.rounds:
+        fractions.append((progress.round + within) / cfg.rounds)
+    if cfg.max_samples:
+        fractions.append((progress.samples + within * round_samples) / cfg.max_samples)
+    return min(1.0, max(fractions))
+
+
+def lr_factor(warmup: int, schedule: str, fraction: float, step: int) -> float:
+    """Multiplier of the learning rate at optimizer step ``step`` (0-based), ``fraction`` of the way
+    through the run: a linear warmup over ``warmup`` steps times the decay, which ends at 0 with the
+    run so the final rounds move the policy little (docs/main-job.md)."""
     ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
-    if schedule == "constant" or not total:
+    if schedule == "constant":
         return ramp
-    done = min(1.0, max(0, step - warmup) / max(1, total - warmup))
-    decay = 1.0 - done if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+    decay = 1.0 - fraction if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * fraction))
     return ramp * decay
 
 
 def optimizer_step(
-    s: RunState, rollouts: Rollouts, advantages: torch.Tensor, rows: list[int], staleness: int, loss: Loss
+    s: RunState,
+    rollouts: Rollouts,
+    advantages: torch.Tensor,
+    rows: list[int],
+    staleness: int,
+    loss: Loss,
+    fraction: float = 0.0,
 ) -> StepMetrics:
-    """One optimizer step on the mini-batch ``rows``; moves the run's step and token counters."""
+    """One optimizer step on the mini-batch ``rows``, ``fraction`` of the way through the run (the
+    learning rate's schedule, ``run_fraction``); moves the run's step and token counters."""
     cfg, p = s.cfg, s.progress
+    lr = cfg.learning_rate * lr_factor(cfg.warmup_steps, cfg.lr_schedule, fraction, p.step)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
     s.optimizer.zero_grad(set_to_none=True)
     grad = accumulate_gradient(s.policy, rollouts, advantages, rows, cfg, loss)
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(s.policy.trainable_parameters(), max_norm))
-    lr = s.scheduler.get_last_lr()[0]
     s.optimizer.step()
-    s.scheduler.step()
     p.step += 1
     p.trained_tokens += grad.tokens
     return StepMetrics(

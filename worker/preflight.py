@@ -127,7 +127,7 @@ def measure(cfg: TrainConfig, paths: RunPaths, prompts: int, deadline: float) ->
         # One optimizer step on the last chunk's samples (up to a mini-batch), scaled to a full one.
         rollouts, rewards = last
         adv, _ = group_advantages(rewards, g, scale=cfg.adv_scale, baseline=cfg.adv_baseline)
-        state = RunState(cfg, paths, policy, *make_optimizer(cfg, policy))
+        state = RunState(cfg, paths, policy, make_optimizer(cfg, policy))
         rows = list(range(min(cfg.mini_batch_size, len(rollouts))))
         t0 = time.perf_counter()
         optimizer_step(state, rollouts, adv, rows, 0, LOSSES.get(cfg.algorithm, "algorithm"))

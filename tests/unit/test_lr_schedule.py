@@ -1,4 +1,5 @@
-"""The learning-rate schedule: warmup, then constant or decayed to 0 over the planned steps."""
+"""The learning-rate schedule: warmup, then constant or decayed to 0 over the planned run (rounds or
+samples done, whatever the steps per round)."""
 
 import math
 
@@ -6,30 +7,35 @@ import pytest
 
 from rapid_core.config import make_config
 from rapid_core.errors import ConfigError
-from rapid_core.update import lr_factor
+from rapid_core.state import Progress
+from rapid_core.update import lr_factor, run_fraction
 
 
 def test_constant_after_warmup():
-    assert [lr_factor(2, "constant", 10, s) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert [lr_factor(2, "constant", s / 10, s) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
 
 
-def test_linear_decays_from_1_to_near_0_on_the_last_planned_step():
-    f = [lr_factor(0, "linear", 4, s) for s in range(4)]
-    assert f == [1.0, 0.75, 0.5, 0.25]
-    assert lr_factor(0, "linear", 4, 10) == 0.0  # past the plan (a resumed run with more rounds) stays at 0
+def test_linear_decays_from_1_to_0_with_the_run():
+    assert [lr_factor(0, "linear", f, 0) for f in (0.0, 0.25, 0.5, 1.0)] == [1.0, 0.75, 0.5, 0.0]
 
 
-def test_cosine_decay_starts_after_warmup():
-    f = [lr_factor(2, "cosine", 10, s) for s in range(10)]
-    assert f[:3] == [0.5, 1.0, 1.0]
-    assert f[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
-    assert all(a >= b for a, b in zip(f[2:], f[3:], strict=False)) and f[-1] < 0.05
+def test_cosine_decay_times_the_warmup_ramp():
+    f = [lr_factor(2, "cosine", s / 10, s) for s in range(10)]
+    assert f[0] == 0.5 and f[1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert f[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.6)))
+    assert all(a >= b for a, b in zip(f[1:], f[2:], strict=False)) and f[-1] < 0.05
 
 
-def test_planned_steps_come_from_rounds_or_max_samples():
-    assert make_config(rounds=3, prompts_per_round=4, group_size=4, mini_batch_size=4).planned_steps == 12
-    cfg = make_config(rounds=None, max_samples=40, prompts_per_round=4, group_size=4, mini_batch_size=4)
-    assert cfg.planned_steps == 10
+def test_run_fraction_counts_rounds_and_samples_not_steps():
+    cfg = make_config(rounds=4, prompts_per_round=4, group_size=4, mini_batch_size=4)
+    # Round 2 of 4, step 1 of 2 (however many steps the round has): 2.5 rounds of 4 done.
+    assert run_fraction(cfg, Progress(round=2, samples=32), 16, 1, 2) == 0.625
+    assert run_fraction(cfg, Progress(round=2, samples=32), 16, 1, 4) == 0.5625
+    # max_samples ends this run first: 32 + 16 * 1/2 of 50 samples.
+    capped = make_config(rounds=4, max_samples=50, prompts_per_round=4, group_size=4, mini_batch_size=4)
+    assert run_fraction(capped, Progress(round=2, samples=32), 16, 1, 2) == 0.8
+    # Past the plan (a resumed run given more rounds) the fraction stays at 1: the rate at 0.
+    assert run_fraction(cfg, Progress(round=6, samples=96), 16, 0, 4) == 1.0
 
 
 def test_decay_without_a_planned_length_is_refused_naming_the_field():
@@ -50,7 +56,7 @@ def test_a_run_steps_with_the_decayed_rate_and_records_it(tmp_path, tiny_model):
         prompts_per_round=4,
         group_size=4,
         mini_batch_size=8,
-        batch_ratio_control="fixed",  # U = 2 every round: the planned steps are the steps taken
+        batch_ratio_control="fixed",  # U = 2 every round
         max_new_tokens=4,
         eval_problems=0,
         learning_rate=1e-2,
@@ -61,3 +67,35 @@ def test_a_run_steps_with_the_decayed_rate_and_records_it(tmp_path, tiny_model):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in lines if r["kind"] == "step"]
     assert lrs == pytest.approx([1e-2, 0.75e-2, 0.5e-2, 0.25e-2])
+
+
+def test_the_decay_follows_rounds_when_drop_zero_std_skips_steps(tmp_path, tiny_model):
+    """Each round's steps split the round's share of the decay, however many survive the drop."""
+    import json
+
+    from rapid_core.config import RunPaths
+    from rapid_core.trainer import train
+
+    cfg = make_config(
+        model="tiny-random",
+        rounds=4,
+        prompts_per_round=4,
+        group_size=4,
+        mini_batch_size=4,
+        batch_ratio_control="fixed",
+        drop_zero_std=True,
+        max_new_tokens=4,
+        eval_problems=0,
+        learning_rate=1e-2,
+        dtype="fp32",
+        lr_schedule="linear",
+        temperature=2.0,
+    )
+    train(cfg, RunPaths(output_dir=tmp_path))
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    by_round = {}
+    for r in lines:
+        if r["kind"] == "step":
+            by_round.setdefault(r["round"], []).append(r["lr"])
+    for k, lrs in by_round.items():
+        assert lrs == pytest.approx([1e-2 * (1 - (k + u / len(lrs)) / 4) for u in range(len(lrs))])
