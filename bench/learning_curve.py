@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from compare import subset_pass_at_1  # isort: skip
-from rapid_core.callbacks import Callback  # noqa: E402
+from rapid_core.callbacks import Callback
 from rapid_core.config import RunPaths, make_config
 from rapid_core.trainer import Trainer
 

@@ -120,11 +120,13 @@ def main() -> int:
         accuracy = rapid_client.held_out(client, job.id)
         print(f"adapter: {adapter} (load with peft.PeftModel.from_pretrained)")
         during = [m for m in rapid_client.metrics(client, job.id, "eval") if m.get("phase") == "interval"]
-        if during:  # eval_interval: held-out pass@1 while training, and the best checkpoint
+        if during:  # eval_interval: held-out pass@1 while training
             curve = ", ".join(f"step {m['step']} {m['metrics']['pass@1']:.3f}" for m in during)
-            best = max(during, key=lambda m: m["metrics"]["pass@1"])  # the earliest on a tie, as the server
             print(f"held-out pass@1 during training: {curve}")
-            print(f"best checkpoint: step {best['step']}, pass@1 {best['metrics']['pass@1']:.3f}")
+        best = rapid_client.best_checkpoint(client, job.id)  # the one the server marked
+        score = (best.metrics.model_extra or {}).get("full_valid_pass@1") if best and best.metrics else None
+        if score is not None:
+            print(f"best checkpoint: step {best.step_number}, pass@1 {score:.3f}")
         before, after = accuracy.get("before", {}), accuracy.get("after", {})
         print(
             f"held-out pass@1 on {after.get('problems')} problems: before "

@@ -44,58 +44,38 @@ def test_decay_without_a_planned_length_is_refused_naming_the_field():
     assert err.value.field == "lr_schedule"
 
 
-def test_a_run_steps_with_the_decayed_rate_and_records_it(tmp_path, tiny_model):
+def _step_lrs(tmp_path, **settings) -> list[tuple[int, float]]:
+    """(round, learning rate) of each optimizer step of a tiny linear-decay run."""
     import json
 
     from rapid_core.config import RunPaths
     from rapid_core.trainer import train
 
-    cfg = make_config(
-        model="tiny-random",
-        rounds=2,
-        prompts_per_round=4,
-        group_size=4,
-        mini_batch_size=8,
-        batch_ratio_control="fixed",  # U = 2 every round
-        max_new_tokens=4,
-        eval_problems=0,
-        learning_rate=1e-2,
-        dtype="fp32",
-        lr_schedule="linear",
-    )
-    train(cfg, RunPaths(output_dir=tmp_path))
+    base = {"model": "tiny-random", "prompts_per_round": 4, "group_size": 4, "max_new_tokens": 4}
+    base |= {"eval_problems": 0, "learning_rate": 1e-2, "dtype": "fp32", "lr_schedule": "linear"}
+    train(make_config(**base, **settings), RunPaths(output_dir=tmp_path))
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    lrs = [r["lr"] for r in lines if r["kind"] == "step"]
+    return [(r["round"], r["lr"]) for r in lines if r["kind"] == "step"]
+
+
+def test_a_run_steps_with_the_decayed_rate_and_records_it(tmp_path, tiny_model):
+    steps = _step_lrs(tmp_path, rounds=2, mini_batch_size=8, batch_ratio_control="fixed")  # U = 2 a round
+    lrs = [lr for _, lr in steps]
     assert lrs == pytest.approx([1e-2, 0.75e-2, 0.5e-2, 0.25e-2])
 
 
 def test_the_decay_follows_rounds_when_drop_zero_std_skips_steps(tmp_path, tiny_model):
     """Each round's steps split the round's share of the decay, however many survive the drop."""
-    import json
-
-    from rapid_core.config import RunPaths
-    from rapid_core.trainer import train
-
-    cfg = make_config(
-        model="tiny-random",
+    steps = _step_lrs(
+        tmp_path,
         rounds=4,
-        prompts_per_round=4,
-        group_size=4,
         mini_batch_size=4,
         batch_ratio_control="fixed",
         drop_zero_std=True,
-        max_new_tokens=4,
-        eval_problems=0,
-        learning_rate=1e-2,
-        dtype="fp32",
-        lr_schedule="linear",
         temperature=2.0,
     )
-    train(cfg, RunPaths(output_dir=tmp_path))
-    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     by_round = {}
-    for r in lines:
-        if r["kind"] == "step":
-            by_round.setdefault(r["round"], []).append(r["lr"])
+    for k, lr in steps:
+        by_round.setdefault(k, []).append(lr)
     for k, lrs in by_round.items():
         assert lrs == pytest.approx([1e-2 * (1 - (k + u / len(lrs)) / 4) for u in range(len(lrs))])
