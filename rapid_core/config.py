@@ -119,7 +119,7 @@ class TrainConfig(BaseModel):
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant",
         description="Learning rate after warmup: constant, or decayed to 0 over the planned run "
-        "(linear or cosine, by rounds or samples done; needs rounds or max_samples)",
+        "(linear or cosine, by rounds, samples or seconds of time_budget_s done, whichever ends it first)",
     )
 
     # --- sampling ---
@@ -192,11 +192,6 @@ class TrainConfig(BaseModel):
             raise RuleError("minibatch_grouping", "groups needs mini_batch_size a multiple of group_size")
         if self.rounds is None and self.max_samples is None and self.time_budget_s is None:
             raise RuleError("rounds", "set at least one of rounds, max_samples, time_budget_s")
-        if self.lr_schedule != "constant" and self.rounds is None and self.max_samples is None:
-            raise RuleError(
-                "lr_schedule",
-                f"{self.lr_schedule} decay needs rounds or max_samples to plan the run's length",
-            )
         if self.engine == "vllm" and self.finetune != "lora":
             raise RuleError("engine", "vllm needs finetune=lora (adapters are handed to vLLM each round)")
         if self.kl_beta > 0 and self.finetune != "lora":

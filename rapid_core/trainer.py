@@ -122,7 +122,9 @@ class Trainer:
         steps = []
         for u, rows in enumerate(minibatches):
             self._check_stop()
-            fraction = run_fraction(cfg, s.progress, len(rollouts), u, len(minibatches))
+            # Training seconds so far, as stop_reached counts them against time_budget_s.
+            elapsed = s.progress.elapsed_s + time.perf_counter() - t0
+            fraction = run_fraction(cfg, s.progress, len(rollouts), u, len(minibatches), elapsed)
             steps.append(optimizer_step(s, rollouts, adv, rows, u, self.loss, fraction))
             self.callbacks.on_step(steps[-1])
         s.progress.position += n_prompts

@@ -83,17 +83,22 @@ def make_optimizer(cfg: TrainConfig, policy: Policy) -> torch.optim.Optimizer:
     )
 
 
-def run_fraction(cfg: TrainConfig, progress: Progress, round_samples: int, u: int, steps: int) -> float:
+def run_fraction(
+    cfg: TrainConfig, progress: Progress, round_samples: int, u: int, steps: int, elapsed_s: float
+) -> float:
     """Where step ``u`` of the ``steps`` a round takes lies in the planned run, from 0 to 1: in rounds
-    (``rounds``) or samples (``max_samples``), whichever ends the run first. Measured in rounds and
-    samples rather than optimizer steps, because steps per round vary (batch_ratio_control=auto,
-    drop_zero_std): a decay over a step count fixed in advance would end too early or too late."""
+    (``rounds``), samples (``max_samples``) or training seconds (``time_budget_s``, ``elapsed_s`` of
+    it spent), whichever ends the run first. Measured in rounds, samples and seconds rather than
+    optimizer steps, because steps per round vary (batch_ratio_control=auto, drop_zero_std): a decay
+    over a step count fixed in advance would end too early or too late."""
     within = u / max(steps, 1)
     fractions = [0.0]
     if cfg.rounds:
         fractions.append((progress.round + within) / cfg.rounds)
     if cfg.max_samples:
         fractions.append((progress.samples + within * round_samples) / cfg.max_samples)
+    if cfg.time_budget_s:
+        fractions.append(elapsed_s / cfg.time_budget_s)
     return min(1.0, max(fractions))
 
 

@@ -6,7 +6,6 @@ import math
 import pytest
 
 from rapid_core.config import make_config
-from rapid_core.errors import ConfigError
 from rapid_core.state import Progress
 from rapid_core.update import lr_factor, run_fraction
 
@@ -29,19 +28,22 @@ def test_cosine_decay_times_the_warmup_ramp():
 def test_run_fraction_counts_rounds_and_samples_not_steps():
     cfg = make_config(rounds=4, prompts_per_round=4, group_size=4, mini_batch_size=4)
     # Round 2 of 4, step 1 of 2 (however many steps the round has): 2.5 rounds of 4 done.
-    assert run_fraction(cfg, Progress(round=2, samples=32), 16, 1, 2) == 0.625
-    assert run_fraction(cfg, Progress(round=2, samples=32), 16, 1, 4) == 0.5625
+    assert run_fraction(cfg, Progress(round=2, samples=32), 16, 1, 2, 0.0) == 0.625
+    assert run_fraction(cfg, Progress(round=2, samples=32), 16, 1, 4, 0.0) == 0.5625
     # max_samples ends this run first: 32 + 16 * 1/2 of 50 samples.
     capped = make_config(rounds=4, max_samples=50, prompts_per_round=4, group_size=4, mini_batch_size=4)
-    assert run_fraction(capped, Progress(round=2, samples=32), 16, 1, 2) == 0.8
+    assert run_fraction(capped, Progress(round=2, samples=32), 16, 1, 2, 0.0) == 0.8
     # Past the plan (a resumed run given more rounds) the fraction stays at 1: the rate at 0.
-    assert run_fraction(cfg, Progress(round=6, samples=96), 16, 0, 4) == 1.0
+    assert run_fraction(cfg, Progress(round=6, samples=96), 16, 0, 4, 0.0) == 1.0
 
 
-def test_decay_without_a_planned_length_is_refused_naming_the_field():
-    with pytest.raises(ConfigError) as err:
-        make_config(rounds=None, time_budget_s=60, lr_schedule="linear")
-    assert err.value.field == "lr_schedule"
+def test_run_fraction_follows_a_time_budget_when_it_ends_the_run_first():
+    timed = make_config(rounds=None, time_budget_s=60, lr_schedule="linear")
+    assert run_fraction(timed, Progress(round=3), 16, 1, 2, 15.0) == 0.25
+    assert run_fraction(timed, Progress(round=9), 16, 1, 2, 75.0) == 1.0  # the last round runs past it
+    both = make_config(rounds=10, time_budget_s=60, lr_schedule="linear")
+    assert run_fraction(both, Progress(round=2), 16, 0, 4, 30.0) == 0.5  # time is ahead of rounds
+    assert run_fraction(both, Progress(round=6), 16, 0, 4, 30.0) == 0.6  # rounds are ahead of time
 
 
 def _step_lrs(tmp_path, **settings) -> list[tuple[int, float]]:
@@ -79,3 +81,14 @@ def test_the_decay_follows_rounds_when_drop_zero_std_skips_steps(tmp_path, tiny_
         by_round.setdefault(k, []).append(lr)
     for k, lrs in by_round.items():
         assert lrs == pytest.approx([1e-2 * (1 - (k + u / len(lrs)) / 4) for u in range(len(lrs))])
+
+
+def test_a_run_cut_by_its_time_budget_decays_its_rate_with_the_clock(tmp_path, tiny_model):
+    steps = _step_lrs(
+        tmp_path, rounds=None, time_budget_s=5.0, mini_batch_size=4, batch_ratio_control="fixed"
+    )
+    lrs = [lr for _, lr in steps]
+    # The first step comes after the round's generation: some of the budget is already spent (a
+    # rounds-planned run steps at the full 1e-2 first), and the rate only falls from there.
+    assert 0 < lrs[0] < 1e-2
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] < lrs[0]
