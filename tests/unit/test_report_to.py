@@ -137,6 +137,9 @@ def test_wandb_offline_run_logs_every_record_and_resumes_the_same_run(tmp_path, 
     assert by_step[0]["eval/pass@1"] == pytest.approx(0.2)
     assert by_step[3]["train/loss"] == pytest.approx(0.3)
     assert by_step[4]["round/reward_mean"] == 0.5 and by_step[4]["eval/pass@1"] == pytest.approx(0.6)
+    # wandb names a session's directory by the second it starts in: start the second one in a
+    # later second, or a fast machine puts both sessions in one directory.
+    time.sleep(1.01 - time.time() % 1)
     feed(CallbackList(build_reporters(cfg, paths)), range(2, 3), evals=False)
     assert (tmp_path / "wandb-run-id").read_text() == run_id
     assert wandb_rows_at(tmp_path, 6)[6]["round/reward_mean"] == 0.75
