@@ -47,6 +47,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    # Orders keys made within one second (created_at is whole seconds, as OpenAI's objects are).
+    created_ns: Mapped[int] = mapped_column(BigInteger, default=time.time_ns)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
 
 

@@ -75,7 +75,7 @@ class Keys:
         q = select(ApiKey, Project.name).join(Project, Project.id == ApiKey.project_id)
         if project_name is not None:
             q = q.where(Project.name == project_name)
-        return [(key, name) for key, name in self.s.execute(q.order_by(ApiKey.created_at, ApiKey.id))]
+        return [(key, name) for key, name in self.s.execute(q.order_by(ApiKey.created_ns, ApiKey.id))]
 
     def revoke(self, key_id: str) -> ApiKey | None:
         """Revoke a key: from the next request on it authenticates nothing. None if there is no such

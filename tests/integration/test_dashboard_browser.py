@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from browser import chart_state, chromium, console_errors
@@ -41,7 +42,8 @@ def sign_in(driver, base_url: str, key: str) -> None:
     assert "/dashboard/login" in driver.current_url  # no cookie yet: the login form
     driver.find_element(By.ID, "key").send_keys(key)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/dashboard/jobs"))
+    # The login form's own URL ends in "?next=/dashboard/jobs": compare the path, not the URL's tail.
+    WebDriverWait(driver, 30).until(lambda d: urlsplit(d.current_url).path == "/dashboard/jobs")
 
 
 def drawn(driver) -> dict:

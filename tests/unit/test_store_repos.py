@@ -50,6 +50,14 @@ def test_api_keys_are_stored_hashed_and_resolve_to_their_project(session):
     assert Keys(session).project_of(second) == key.project_id  # same project, second key
 
 
+def test_keys_made_within_one_second_list_in_creation_order(session):
+    made = [Keys(session).create("alpha")[0].id for _ in range(20)]
+    session.commit()
+    listed = [key for key, _ in Keys(session).all("alpha")]
+    assert len({key.created_at for key in listed}) <= 2  # whole seconds cannot order them
+    assert [key.id for key in listed] == made
+
+
 def test_job_pages_are_newest_first_and_scoped_to_the_project(session):
     key, _ = Keys(session).create("alpha")
     other, _ = Keys(session).create("beta")
