@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from rapid_core.advantages import group_advantages
-from rapid_core.batch_ratio import HISTORY, RoundRecord, late_health, limits, next_batch_ratio
+from rapid_core.batch_ratio import HISTORY, RoundRecord, late_health, limits, next_batch_ratio, step_series
 from rapid_core.callbacks import Callback, CallbackList
 from rapid_core.checkpoint import Checkpointer, checkpoint_dir, resume
 from rapid_core.config import RunPaths, TrainConfig
@@ -135,9 +135,16 @@ class Trainer:
             s.progress, rollouts, grades, zero_std, len(minibatches), clock, peak, (ratio, why)
         )
         if cfg.auto_batch:  # what the controller reads next round; checkpointed with the progress
-            health = late_health([m.to_dict() for m in steps])
+            step_dicts = [m.to_dict() for m in steps]
             record = RoundRecord(
-                ratio, len(rollouts), metrics.gen_s, metrics.reward_s, metrics.train_s, *health, peak
+                ratio,
+                len(rollouts),
+                metrics.gen_s,
+                metrics.reward_s,
+                metrics.train_s,
+                *late_health(step_dicts),
+                peak,
+                **step_series(step_dicts),
             )
             s.progress.batch_history = [*s.progress.batch_history, record.to_dict()][-HISTORY:]
         return metrics

@@ -8,7 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rapid_core.batch_ratio import Limits, RoundRecord, late_health, next_batch_ratio, ratio_unit
+from rapid_core.batch_ratio import (
+    Limits,
+    RoundRecord,
+    late_health,
+    next_batch_ratio,
+    projected,
+    ratio_unit,
+    step_series,
+)
 from rapid_core.callbacks import Callback
 from rapid_core.config import RunPaths, make_config
 from rapid_core.errors import Cancelled, ConfigError
@@ -32,6 +40,33 @@ def test_first_round_starts_at_the_configured_ratio():
 def test_healthy_late_steps_probe_the_larger_batch_once():
     d = next_batch_ratio([rec(4)], LIM)
     assert d.batch_ratio == 8 and d.reason.startswith("grow U 4->8") and "probing" in d.reason
+
+
+def drifting(u: int, kl0: float, kl_per_u2: float) -> RoundRecord:
+    """A round of U=u whose steps drift as approx KL = kl0 + c * step^2 (ESS and clipping healthy)."""
+    steps = [{"ess": 0.99, "clip_frac": 0.0, "approx_kl": kl0 + kl_per_u2 * v * v} for v in range(u)]
+    return RoundRecord(u, u * 32, 10.0, 0.1, 20.0, *late_health(steps), None, **step_series(steps))
+
+
+def test_projection_extrapolates_a_quadratic_drift_to_the_late_steps_of_a_longer_round():
+    r = drifting(4, 0.001, 0.002)
+    ahead = projected(r, 8)  # late steps of U=8: 6 and 7
+    assert ahead.batch_ratio == 8 and ahead.inference_batch == 256
+    assert ahead.late_approx_kl == pytest.approx(0.001 + 0.002 * (36 + 49) / 2)
+    assert ahead.late_ess == pytest.approx(0.99) and ahead.late_clip_frac == 0.0
+    assert projected(drifting(1, 0.001, 0.002), 2) is None  # one step: no drift to read
+    assert projected(rec(4), 8) is None  # a record from before the step series (old checkpoint)
+
+
+def test_a_round_whose_drift_would_be_unhealthy_at_twice_u_holds_instead_of_probing():
+    # Late step 3 reads 0.0145 (under half of kl_max: healthy enough to grow), but steps 6-7 of a
+    # round of 8 would read 0.065 > 0.05: the whole probe round would be spent drifting too far.
+    d = next_batch_ratio([drifting(4, 0.001, 0.0015)], LIM)
+    assert d.batch_ratio == 4 and d.reason.startswith("hold U=4: not growing: at U=8")
+    assert "approx KL 0.0648 > 0.0500" in d.reason
+    # A slow drift projects healthy: it probes as before.
+    d = next_batch_ratio([drifting(4, 0.001, 0.0002)], LIM)
+    assert d.batch_ratio == 8 and "probing" in d.reason
 
 
 def test_grows_while_generation_flattens_and_holds_when_the_saving_is_small():
