@@ -21,8 +21,9 @@ more are truncated, the KL between sampler and learner grows). The policy:
 The projection: step u of a round trains u updates away from mu, so its token log-ratios spread
 about u times as wide as one update's. approx KL and 1 - ESS are second moments of that spread and
 grow ~u^2; the clip fraction is read the same way (it grows at least that fast once ratios near c).
-Each is fitted as x_u = x_0 + c * u^2 over the last round's steps and read at the late steps of a
-round of 2U. Without it, the first grow was a whole round at 2U spent only to learn it drifts too far
+Each is fitted as x_u = x_0 + c * u^2 over the steps of the rounds in the history (a single round's
+mini-batches are too noisy: one measured run read 0.003 0.004 0.024 0.004) and read at the late steps
+of a round of 2U. Without it, the first grow was a whole round at 2U spent only to learn it drifts too far
 (measured on CPU: after a healthy U=4 round, late approx KL 0.09-0.18 at U=8, then back to 4).
 """
 
@@ -132,29 +133,37 @@ def _unhealthy(r: RoundRecord, lim: Limits, strict: bool = False) -> str | None:
     return None
 
 
-def _drift(series: Sequence[float]) -> tuple[float, float] | None:
-    """x_u = x_0 + c * u^2 over a round's steps: x_0 is step 0's value (the learner is mu there, up to
-    numerics), c >= 0 by least squares over the later steps. None with fewer than two steps."""
-    if len(series) < 2:
+def _drift(rounds: list[Sequence[float]]) -> tuple[float, float] | None:
+    """x_u = x_0 + c * u^2 over the steps of several rounds: x_0 is the mean of their step 0 values
+    (the learner is mu there, up to numerics), c >= 0 by least squares over the later steps, each
+    taken from its own round's step 0. None until some round had two steps."""
+    rounds = [x for x in rounds if len(x) >= 2]
+    if not rounds:
         return None
-    x0 = series[0]
-    c = sum((x - x0) * u * u for u, x in enumerate(series) if u) / sum(u**4 for u in range(1, len(series)))
-    return x0, max(c, 0.0)
+    num = sum((x[u] - x[0]) * u * u for x in rounds for u in range(1, len(x)))
+    den = sum(u**4 for x in rounds for u in range(1, len(x)))
+    return sum(x[0] for x in rounds) / len(rounds), max(num / den, 0.0)
 
 
-def projected(r: RoundRecord, ratio: int) -> RoundRecord | None:
-    """``r`` as its late steps would read in a round of ``ratio`` steps, extrapolating how its steps
-    drifted (module docstring); None when ``r`` has too few steps to tell."""
+def projected(history: list[RoundRecord], ratio: int) -> RoundRecord | None:
+    """The last round as its late steps would read in a round of ``ratio`` steps, extrapolating how
+    the steps of the rounds seen drifted (module docstring; one round's steps alone are too noisy);
+    None when no round recorded two steps or more."""
     # ESS falls as the others rise: fit its deficit 1 - ESS, which grows like them.
-    fits = [_drift(x) for x in ([1 - e for e in r.step_ess], r.step_clip_frac, r.step_approx_kl)]
+    fits = [
+        _drift([[1 - e for e in r.step_ess] for r in history]),
+        _drift([r.step_clip_frac for r in history]),
+        _drift([r.step_approx_kl for r in history]),
+    ]
     if any(f is None for f in fits):
         return None
     late = range(ratio - max(1, ratio // 4), ratio)
-    deficit, clip, kl = (sum(x0 + c * u * u for u in late) / len(late) for x0, c in fits)
+    deficit, clip, kl = (sum(x0 + c * u * u for u in late) / len(late) for x0, c in fits)  # type: ignore[misc]
+    last = history[-1]
     return replace(
-        r,
+        last,
         batch_ratio=ratio,
-        inference_batch=r.inference_batch * ratio // r.batch_ratio,
+        inference_batch=last.inference_batch * ratio // last.batch_ratio,
         late_ess=max(0.0, 1 - deficit),
         late_clip_frac=min(1.0, clip),
         late_approx_kl=kl,
@@ -222,12 +231,10 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
     seen_bad = [r.batch_ratio for r in history if r.batch_ratio >= 2 * u and _unhealthy(r, lim) is not None]
     if seen_bad:
         return move(u, f"not growing: U={min(seen_bad)} had unhealthy late steps before")
-    ahead = projected(last, 2 * u)
+    ahead = projected(history, 2 * u)
     if ahead is not None and (bad := _unhealthy(ahead, lim)) is not None:
-        return move(
-            u,
-            f"not growing: at U={2 * u} the late steps would drift to {bad} (projected from this round's steps)",
-        )
+        fitted = f"fitted to the steps of {len(history)} round" + ("s" if len(history) > 1 else "")
+        return move(u, f"not growing: at U={2 * u} the late steps would drift to {bad} ({fitted})")
     fit = _gen_fit(history)
     if fit is None:
         return move(2 * u, "late steps healthy; probing the larger batch (one batch size measured so far)")

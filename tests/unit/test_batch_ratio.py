@@ -49,21 +49,23 @@ def drifting(u: int, kl0: float, kl_per_u2: float) -> RoundRecord:
 
 
 def test_projection_extrapolates_a_quadratic_drift_to_the_late_steps_of_a_longer_round():
-    r = drifting(4, 0.001, 0.002)
-    ahead = projected(r, 8)  # late steps of U=8: 6 and 7
+    ahead = projected([drifting(4, 0.001, 0.002)], 8)  # late steps of U=8: 6 and 7
     assert ahead.batch_ratio == 8 and ahead.inference_batch == 256
     assert ahead.late_approx_kl == pytest.approx(0.001 + 0.002 * (36 + 49) / 2)
     assert ahead.late_ess == pytest.approx(0.99) and ahead.late_clip_frac == 0.0
-    assert projected(drifting(1, 0.001, 0.002), 2) is None  # one step: no drift to read
-    assert projected(rec(4), 8) is None  # a record from before the step series (old checkpoint)
+    # Rounds are pooled: one noisy round does not hide the drift the others show.
+    noisy = [drifting(4, 0.001, 0.002), drifting(4, 0.001, 0.002), drifting(4, 0.001, 0.0)]
+    assert projected(noisy, 8).late_approx_kl == pytest.approx(0.001 + 0.002 * 2 / 3 * (36 + 49) / 2)
+    assert projected([drifting(1, 0.001, 0.002)], 2) is None  # one step: no drift to read
+    assert projected([rec(4)], 8) is None  # a record from before the step series (old checkpoint)
 
 
-def test_a_round_whose_drift_would_be_unhealthy_at_twice_u_holds_instead_of_probing():
+def test_a_drift_that_would_be_unhealthy_at_twice_u_holds_instead_of_probing():
     # Late step 3 reads 0.0145 (under half of kl_max: healthy enough to grow), but steps 6-7 of a
     # round of 8 would read 0.065 > 0.05: the whole probe round would be spent drifting too far.
     d = next_batch_ratio([drifting(4, 0.001, 0.0015)], LIM)
     assert d.batch_ratio == 4 and d.reason.startswith("hold U=4: not growing: at U=8")
-    assert "approx KL 0.0648 > 0.0500" in d.reason
+    assert "approx KL 0.0648 > 0.0500 (fitted to the steps of 1 round)" in d.reason
     # A slow drift projects healthy: it probes as before.
     d = next_batch_ratio([drifting(4, 0.001, 0.0002)], LIM)
     assert d.batch_ratio == 8 and "probing" in d.reason
