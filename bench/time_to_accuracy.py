@@ -97,6 +97,8 @@ def run_one(setting: str, seed: int, args) -> dict[str, Any]:
     cfg = make_config(
         model=args.model,
         task=args.task,
+        task_options=json.loads(args.task_options),
+        system_prompt=args.system_prompt,
         group_size=args.group_size,
         mini_batch_size=args.mini_batch,
         learning_rate=args.lr,
@@ -259,6 +261,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--task", default="arithmetic")
+    p.add_argument("--task-options", default="{}", help="task options as JSON, e.g. '{\"digits\": 2}'")
+    p.add_argument(
+        "--system-prompt",
+        default=None,
+        help="system message before every prompt (e.g. one asking for worked steps: long completions)",
+    )
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--mini-batch", type=int, default=16)
     p.add_argument("--start-u", type=int, default=4, help="rapid:auto's first U")

@@ -33,9 +33,16 @@ TASKS: Registry[Callable[[TrainConfig, RunPaths], TaskData]] = Registry("task")
 
 # --- arithmetic ---------------------------------------------------------------------------------
 
-ARITHMETIC_OPTIONS = {"digits": 2, "max_value": 20, "operators": "+-", "n_train": 5000, "n_eval": 500}
 # Measured on SmolLM2-135M-Instruct: this wording gets the most direct answers from the base model.
 ARITHMETIC_PROMPT = "Calculate {a} {op} {b}. Give only the final number, no words."
+ARITHMETIC_OPTIONS = {
+    "digits": 2,
+    "max_value": 20,
+    "operators": "+-",
+    "n_train": 5000,
+    "n_eval": 500,
+    "prompt": ARITHMETIC_PROMPT,
+}
 
 
 def _is_held_out(a: int, op: str, b: int) -> bool:
@@ -63,16 +70,17 @@ def arithmetic_problems(
     return side[:n]
 
 
-def _arith_record(a: int, op: str, b: int, system: str | None) -> Record:
+def _arith_record(a: int, op: str, b: int, system: str | None, prompt: str) -> Record:
     value = {"+": a + b, "-": a - b, "*": a * b}[op]
-    return {"messages": chat(system, ARITHMETIC_PROMPT.format(a=a, op=op, b=b)), "answer": str(value)}
+    return {"messages": chat(system, prompt.format(a=a, op=op, b=b)), "answer": str(value)}
 
 
 @TASKS.register("arithmetic")
 def arithmetic_task(cfg: TrainConfig, paths: RunPaths | None = None) -> TaskData:
     """Generated problems ``a op b``. Options: ``digits`` (operands below 10**digits) or
     ``max_value`` (operands 0..max_value, wins when set; null to use digits), ``operators`` from "+-*",
-    ``n_train``, ``n_eval``."""
+    ``n_train``, ``n_eval``, ``prompt`` (the user message, with ``{a}``, ``{op}`` and ``{b}``; e.g.
+    "Calculate {a} {op} {b}. Explain each step, then give the final number." for long completions)."""
     unknown = set(cfg.task_options) - set(ARITHMETIC_OPTIONS)
     if unknown:
         raise ConfigError(f"unknown arithmetic option(s) {sorted(unknown)}", "task_options")
@@ -83,13 +91,22 @@ def arithmetic_task(cfg: TrainConfig, paths: RunPaths | None = None) -> TaskData
         raise ConfigError("max_value must be 1..1000000", "task_options.max_value")
     if not opts["operators"] or set(opts["operators"]) - set("+-*"):
         raise ConfigError("operators must be drawn from '+-*'", "task_options.operators")
+    prompt = str(opts["prompt"])
+    try:
+        prompt.format(a=1, op="+", b=2)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(
+            f"prompt may only use {{a}}, {{op}} and {{b}} ({e!r})", "task_options.prompt"
+        ) from e
+    if any(field not in prompt for field in ("{a}", "{op}", "{b}")):
+        raise ConfigError("prompt must contain {a}, {op} and {b}", "task_options.prompt")
     hi = int(opts["max_value"]) if opts["max_value"] is not None else 10 ** int(opts["digits"]) - 1
     kw = {"hi": hi, "operators": opts["operators"]}
     train = arithmetic_problems(int(opts["n_train"]), held_out=False, seed=cfg.seed, **kw)
     held = arithmetic_problems(int(opts["n_eval"]), held_out=True, seed=0, **kw)
     return TaskData(
-        train=[_arith_record(*p, cfg.system_prompt) for p in train],
-        eval=[_arith_record(*p, cfg.system_prompt) for p in held],
+        train=[_arith_record(*p, cfg.system_prompt, prompt) for p in train],
+        eval=[_arith_record(*p, cfg.system_prompt, prompt) for p in held],
         grader={"type": "numeric", "reference": "{{item.answer}}"},
     )
 

@@ -42,6 +42,21 @@ def test_arithmetic_rejects_bad_options():
         load(task_options={"operators": "/"})
     with pytest.raises(ConfigError, match="unknown arithmetic option"):
         load(task_options={"base": 2})
+    with pytest.raises(ConfigError, match="must contain") as err:
+        load(task_options={"prompt": "What is {a} {op} 3?"})
+    assert err.value.field == "task_options.prompt"
+    with pytest.raises(ConfigError, match="may only use"):
+        load(task_options={"prompt": "{a} {op} {b} = {answer}"})
+
+
+def test_arithmetic_prompt_option_words_every_problem():
+    wording = "Calculate {a} {op} {b}. Explain each step, then give the final number."
+    task, plain = load(seed=2, task_options={"prompt": wording}), load(seed=2)
+    assert [r["answer"] for r in task.train] == [r["answer"] for r in plain.train]
+    first = plain.train[0]["messages"][-1]["content"].split(".")[0]  # "Calculate a op b"
+    assert (
+        task.train[0]["messages"][-1]["content"] == first + ". Explain each step, then give the final number."
+    )
 
 
 def test_gsm8k_task_reads_the_real_files():
