@@ -16,7 +16,8 @@ against wall seconds, one curve (the mean over seeds) per setting.
         --model tiny-random --eval-problems 8 --tta-problems 8 --eval-every 32      # smoke test
 
 Settings: ``rapid:auto``, ``rapid:U=<n>`` (fixed), ``grpo``, ``pg``; a ``+samples`` or ``+groups``
-suffix sets minibatch_grouping (default ``--grouping``).
+suffix sets minibatch_grouping (default ``--grouping``), ``+drop`` sets drop_zero_std (groups whose
+rewards are all equal are not trained on), e.g. ``rapid:auto+drop``.
 """
 
 from __future__ import annotations
@@ -43,10 +44,18 @@ SETTINGS = ("rapid:auto", "rapid:U=2", "rapid:U=4", "rapid:U=8", "rapid:U=16", "
 
 def setting_values(setting: str, args) -> dict[str, Any]:
     """TrainConfig values of a setting name."""
-    name, _, grouping = setting.partition("+")
+    name, *flags = setting.split("+")
+    unknown = set(flags) - {"samples", "groups", "drop"}
+    if unknown:
+        raise SystemExit(f"time_to_accuracy: unknown setting suffix(es) {sorted(unknown)} in {setting!r}")
+    grouping = next((f for f in flags if f in ("samples", "groups")), args.grouping)
     algorithm, _, ratio = name.partition(":")
     m, g = args.mini_batch, args.group_size
-    values: dict[str, Any] = {"algorithm": algorithm, "minibatch_grouping": grouping or args.grouping}
+    values: dict[str, Any] = {
+        "algorithm": algorithm,
+        "minibatch_grouping": grouping,
+        "drop_zero_std": "drop" in flags,
+    }
     if algorithm == "rapid" and ratio == "auto":
         values |= {"batch_ratio_control": "auto", "prompts_per_round": args.start_u * m // g}
     elif algorithm == "rapid":
@@ -298,6 +307,8 @@ def main() -> None:
         run_file(args.run, args.run_seed).write_text(json.dumps(result, indent=1))
         return
 
+    for setting in args.settings:  # a bad name stops here, not in every child
+        setting_values(setting, args)
     todo = [(s, seed) for s in args.settings for seed in args.seeds if not run_file(s, seed).is_file()]
     print(f"{len(todo)} runs to do, {args.jobs} at once; load {load_average()}", flush=True)
 

@@ -94,6 +94,13 @@ class TrainConfig(BaseModel):
     batch_ratio_max: int = Field(
         16, ge=1, description="Largest U batch_ratio_control=auto may pick (bounds B = U * m, hence memory)"
     )
+    batch_ratio_min_gain: float = Field(
+        0.03,
+        ge=0,
+        lt=1,
+        description="Share of a round's time per sample that doubling B must save for auto to grow U; a "
+        "grown U that saves less over half its batch shrinks back. 0: grow on health alone",
+    )
     mini_batch_size: int = Field(32, ge=1, description="m: samples per optimizer step")
     is_level: Literal["token", "sequence"] = Field(
         "token", description="Importance weight per token or sequence"
@@ -103,7 +110,13 @@ class TrainConfig(BaseModel):
     kl_beta: float = Field(0.0, ge=0, description="KL(pi || ref) penalty weight; 0 loads no reference")
     adv_scale: Literal["none", "std"] = Field("none", description="Divide group advantages by std + 1e-6")
     adv_baseline: Literal["mean", "loo"] = Field("mean", description="Group mean or leave-one-out baseline")
-    drop_zero_std: bool = Field(False, description="Drop groups whose rewards are all equal")
+    drop_zero_std: bool | None = Field(
+        None,
+        description="Leave groups whose rewards are all equal out of training: their advantage is 0, "
+        "so they add no policy gradient, only training time. Default (null): on for rapid without a "
+        "KL penalty (docs/benchmarks.md: 0.66x the training time at equal or better accuracy), off "
+        "for grpo and pg, which run as they do elsewhere",
+    )
     minibatch_grouping: Literal["samples", "groups"] = Field(
         "samples",
         description="Shuffle single samples (RAPID.md) or whole prompt groups into "
@@ -218,6 +231,13 @@ class TrainConfig(BaseModel):
     def auto_batch(self) -> bool:
         """Whether the batch-ratio controller picks each round's B (rapid only: baselines use B = m)."""
         return self.algorithm == "rapid" and self.batch_ratio_control == "auto"
+
+    @property
+    def drops_zero_std(self) -> bool:
+        """Whether all-equal groups are left out of training (``drop_zero_std``, or its default)."""
+        if self.drop_zero_std is not None:
+            return self.drop_zero_std
+        return self.algorithm == "rapid" and self.kl_beta == 0  # a KL penalty still has a gradient there
 
     @property
     def round_prompts(self) -> int:

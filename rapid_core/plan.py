@@ -24,11 +24,11 @@ def prompt_indices(n_records: int, position: int, count: int, seed: int) -> list
 def plan_minibatches(cfg: TrainConfig, zero_std: torch.Tensor, round_index: int) -> list[list[int]]:
     """Shuffle a round's samples (laid out group by group) into mini-batches of ``mini_batch_size``:
     U = B / m of them, step u of the round trains on the u-th. Groups whose rewards are all equal
-    are left out with ``drop_zero_std``; ``minibatch_grouping=groups`` shuffles whole prompt groups."""
+    are left out when ``cfg.drops_zero_std``; ``minibatch_grouping=groups`` shuffles whole prompt groups."""
     g, n = cfg.group_size, len(zero_std) * cfg.group_size
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + round_index)
     keep = torch.arange(n)
-    if cfg.drop_zero_std:
+    if cfg.drops_zero_std:
         keep = keep[~zero_std.repeat_interleave(g)]
     if cfg.minibatch_grouping == "groups":
         kept = set(keep.tolist())

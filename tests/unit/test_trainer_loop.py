@@ -218,6 +218,25 @@ def test_sample_shuffling_is_seeded_per_round_and_drops_groups_without_signal():
     assert kept == [i for i in range(16) if i // 4 != 1] and [len(mb) for mb in plan] == [4, 4, 4]
 
 
+@pytest.mark.parametrize(
+    "values,drops",
+    [
+        ({}, True),  # rapid's default: all-equal groups add no gradient, only time
+        ({"kl_beta": 0.1}, False),  # the KL penalty still has a gradient on them
+        ({"drop_zero_std": False}, False),
+        ({"algorithm": "grpo"}, False),  # the baselines run as they do elsewhere
+        ({"algorithm": "pg"}, False),
+        ({"algorithm": "grpo", "drop_zero_std": True}, True),
+    ],
+)
+def test_groups_without_signal_are_left_out_by_default_for_rapid_only(values, drops):
+    base = {} if "algorithm" in values else {"prompts_per_round": 4}
+    cfg = tiny_cfg(**(base | values))
+    assert cfg.drops_zero_std is drops
+    plan = plan_minibatches(cfg, torch.tensor([False, True, False, False]), round_index=0)
+    assert (5 in {i for mb in plan for i in mb}) is not drops  # sample 5 is in the all-equal group
+
+
 def test_checkpoints_every_n_rounds_and_after_the_last(tmp_path, tiny_model):
     seen = []
 
