@@ -237,6 +237,25 @@ def test_groups_without_signal_are_left_out_by_default_for_rapid_only(values, dr
     assert (5 in {i for mb in plan for i in mb}) is not drops  # sample 5 is in the all-equal group
 
 
+@register_grader("test_constant")
+class Constant(Grader):
+    """Every sample scores the same: every group is all-equal, no sample has a gradient."""
+
+    def grade(self, item, output_text):
+        return Grade(0.0, "wrong")
+
+
+def test_a_rapid_run_of_all_equal_groups_trains_no_step_by_default(tmp_path, tiny_model):
+    summary = tiny_run(tmp_path, rounds=2, grader={"type": "test_constant"}, eval_problems=0)
+    rounds = records(tmp_path, "round")
+    assert summary["steps"] == 0 and summary["samples"] == 2 * 16 and len(rounds) == 2
+    assert all(r["frac_zero_std"] == 1.0 for r in rounds) and records(tmp_path, "step") == []
+    kept = tiny_run(
+        tmp_path / "kept", rounds=2, grader={"type": "test_constant"}, eval_problems=0, drop_zero_std=False
+    )
+    assert kept["steps"] == 2 * 4  # U = 4 steps a round when every group trains
+
+
 def test_checkpoints_every_n_rounds_and_after_the_last(tmp_path, tiny_model):
     seen = []
 
