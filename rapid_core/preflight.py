@@ -6,9 +6,11 @@ latency, completion lengths and truncation, an ETA) with plain-language warnings
 
 The ETA scales the measured time per sample (generation + grading, at the pre-flight's batch of
 prompts x G) to the job's samples, plus the measured time of one optimizer step times the job's
-steps. Model loading, checkpoints and evaluation overheads beyond their samples are not counted, and
-generation of a job's larger batches is usually faster per sample on a GPU: read it as an order of
-magnitude, not a promise.
+steps. With ``drop_zero_std`` on, groups whose rewards are all equal train no step, so the steps are
+counted over the share of groups the base model gave a spread; that share moves as the model learns
+(more groups all right), so the count is the start's. Model loading, checkpoints and evaluation
+overheads beyond their samples are not counted, and generation of a job's larger batches is usually
+faster per sample on a GPU: read it as an order of magnitude, not a promise.
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ SLOW_GRADE_S = 1.0  # p90 seconds per grade
 
 @dataclass(frozen=True)
 class JobSize:
-    """The work of a whole job: samples drawn (training and held-out evaluation) and optimizer steps.
-    ``rounds`` is None when only a time budget bounds the job."""
+    """The work of a whole job: samples drawn (training and held-out evaluation) and optimizer steps
+    if every mini-batch trains. ``rounds`` is None when only a time budget bounds the job, or when
+    ``batch_ratio_control=auto`` varies the rounds' sizes (then ``round_samples`` is None too)."""
 
     rounds: int | None
     train_samples: int | None
     eval_samples: int
     steps: int | None
     time_budget_s: float | None
+    round_samples: int | None = None  # B, the samples of every round, when fixed
+    mini_batch: int = 1
+    drops_zero_std: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,17 +66,26 @@ def job_size(cfg: TrainConfig) -> JobSize:
     rounds = total_rounds(cfg)
     phases = (2 if cfg.eval_before else 1) if cfg.eval_problems else 0
     eval_samples = phases * cfg.eval_problems * cfg.eval_k
+    m, drops = cfg.mini_batch_size, cfg.drops_zero_std
     if rounds is None and cfg.max_samples is not None:  # batch_ratio_control=auto: round sizes vary
         samples = cfg.max_samples
-        return JobSize(
-            None, samples, eval_samples, math.ceil(samples / cfg.mini_batch_size), cfg.time_budget_s
-        )
+        return JobSize(None, samples, eval_samples, math.ceil(samples / m), cfg.time_budget_s, None, m, drops)
     if rounds is None:
-        return JobSize(None, None, eval_samples, None, cfg.time_budget_s)
-    steps_per_round = math.ceil(cfg.inference_batch / cfg.mini_batch_size)  # fewer with drop_zero_std
+        return JobSize(None, None, eval_samples, None, cfg.time_budget_s, None, m, drops)
+    b = cfg.inference_batch
     return JobSize(
-        rounds, rounds * cfg.inference_batch, eval_samples, rounds * steps_per_round, cfg.time_budget_s
+        rounds, rounds * b, eval_samples, rounds * math.ceil(b / m), cfg.time_budget_s, b, m, drops
     )
+
+
+def trained_steps(size: JobSize, kept_share: float) -> int | None:
+    """The optimizer steps of the job when only ``kept_share`` of its samples train (the groups with
+    a spread, under ``drop_zero_std``): each round's kept samples fill ceil(kept / m) mini-batches."""
+    if size.steps is None or not size.drops_zero_std:
+        return size.steps
+    if size.round_samples is not None and size.rounds is not None:
+        return size.rounds * math.ceil(size.round_samples * kept_share / size.mini_batch)
+    return math.ceil((size.train_samples or 0) * kept_share / size.mini_batch)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -107,15 +122,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _eta(m: Measured, size: JobSize) -> dict:
+def _eta(m: Measured, size: JobSize, zero_share: float) -> dict:
     n = len(m.scores)
     per_sample = (m.generate_s + m.grade_s) / n if n else 0.0
+    steps = trained_steps(size, 1.0 - zero_share)
     out = {
         "seconds_per_sample": per_sample,
         "train_step_s": m.train_step_s,
         "rounds": size.rounds,
         "samples": None,
-        "steps": size.steps,
+        "steps": steps,
+        "steps_if_all_train": size.steps,
         "seconds": None,
     }
     if size.train_samples is None:  # a time budget bounds the job, not a sample count
@@ -123,9 +140,14 @@ def _eta(m: Measured, size: JobSize) -> dict:
         out["basis"] = "the job's time_budget_s (it stops at the first round boundary past it)"
         return out
     samples = size.train_samples + size.eval_samples
-    seconds = samples * per_sample + (size.steps or 0) * (m.train_step_s or 0.0)
+    seconds = samples * per_sample + (steps or 0) * (m.train_step_s or 0.0)
     out |= {"samples": samples, "seconds": seconds}
     trained = "one measured optimizer step x its steps" if m.train_step_s is not None else "no training time"
+    if m.train_step_s is not None and size.drops_zero_std and steps != size.steps:
+        trained += (
+            f" ({steps} of {size.steps}: drop_zero_std leaves out the {_pct(zero_share)} of groups "
+            "with identical rewards, as the base model gave them)"
+        )
     out["basis"] = (
         f"{samples} samples x the measured {per_sample:.3g} s per sample (generation + grading), "
         f"plus {trained}; model loading and checkpoints are not counted"
@@ -228,6 +250,6 @@ def preflight_report(m: Measured, size: JobSize) -> dict:
         },
         "timing": {"generate_s": m.generate_s, "grade_s": m.grade_s, "train_step_s": m.train_step_s},
     }
-    report["eta"] = _eta(m, size)
+    report["eta"] = _eta(m, size, report["zero_variance_share"])
     report["warnings"] = _warnings(m, report)
     return report

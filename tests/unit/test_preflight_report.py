@@ -100,6 +100,26 @@ def test_eta_scales_the_measured_time_per_sample_and_step_to_the_job():
     assert untrained["seconds"] == pytest.approx(328) and "no training time" in untrained["basis"]
 
 
+def test_eta_counts_only_the_steps_of_groups_with_a_spread_when_they_are_dropped():
+    # 2 of the 4 groups are all-equal: under drop_zero_std half of each round's 64 samples train,
+    # 32 samples = 2 mini-batches of 16 per round instead of 4.
+    size = JobSize(10, 640, 0, 40, None, round_samples=64, mini_batch=16, drops_zero_std=True)
+    scores = [1, 0, 1, 0] + [1, 1, 1, 1] + [0, 0, 0, 0] + [0, 1, 0, 0]
+    eta = preflight_report(measured(scores, generate_s=3.0, grade_s=1.0, train_step_s=2.0), size)["eta"]
+    assert (eta["steps"], eta["steps_if_all_train"]) == (20, 40)
+    assert eta["seconds"] == pytest.approx(640 * 0.25 + 20 * 2.0)
+    assert "20 of 40" in eta["basis"] and "50% of groups" in eta["basis"]
+    # Kept samples round up to whole mini-batches per round: 3 of 4 groups = 48 samples = 3 steps.
+    three = [1, 0, 1, 0] + [1, 1, 0, 1] + [0, 0, 0, 0] + [0, 1, 0, 0]
+    assert preflight_report(measured(three, train_step_s=1.0), size)["eta"]["steps"] == 30
+    # Without the filter every mini-batch trains, whatever the groups.
+    kept = JobSize(10, 640, 0, 40, None, round_samples=64, mini_batch=16, drops_zero_std=False)
+    assert preflight_report(measured(scores, train_step_s=2.0), kept)["eta"]["steps"] == 40
+    # Under batch_ratio_control=auto (no fixed round size) the kept share of all samples counts.
+    auto = JobSize(None, 640, 0, 40, None, mini_batch=16, drops_zero_std=True)
+    assert preflight_report(measured(scores, train_step_s=2.0), auto)["eta"]["steps"] == 20
+
+
 def test_job_size_from_the_config():
     cfg = make_config(
         rounds=5, group_size=4, prompts_per_round=8, mini_batch_size=8, eval_problems=10, eval_k=2
@@ -107,6 +127,9 @@ def test_job_size_from_the_config():
     size = job_size(cfg)
     assert size.rounds == 5 and size.train_samples == 5 * cfg.inference_batch
     assert size.steps == 5 * (cfg.inference_batch // 8) and size.eval_samples == 2 * 10 * 2
+    assert (size.round_samples, size.mini_batch) == (cfg.inference_batch, 8) and size.drops_zero_std
+    assert not job_size(make_config(rounds=5, drop_zero_std=False)).drops_zero_std
+    assert not job_size(make_config(rounds=5, algorithm="grpo")).drops_zero_std
     budget = job_size(make_config(rounds=None, time_budget_s=120, eval_problems=0))
     assert budget.rounds is None and budget.train_samples is None and budget.eval_samples == 0
     report = preflight_report(measured([1, 0] * 4), budget)
