@@ -5,7 +5,8 @@
 #   bash bench/gpu_check.sh engine    # call 1 (carry .whl .gpu/tokenizer .gpu/gguf.part-a .gpu/gguf.name
 #                                     # .gpu/gguf.sha256): install the wheels; decode throughput by batch,
 #                                     # plain generate vs the hf engine's dynamic and captured loops, and the
-#                                     # per-sample time at 256 new tokens (random weights, SmolLM2's shape)
+#                                     # per-sample time at 256 new tokens, and the training step's phases
+#                                     # and profile (random weights, SmolLM2's shape)
 #   bash bench/gpu_check.sh service   # call 2, within 30 s (carry .gpu/gguf.part-b): join the GGUF; on real
 #                                     # weights: captured vs eager decode check, a job through the service
 #                                     # on a cuda-queue worker, rapid vs grpo time-to-accuracy, and the
@@ -64,6 +65,14 @@ if [ "$PHASE" = engine ]; then
       --algorithms rapid --total-samples 3072 --group-size 8 --prompts-per-round 128 --mini-batch 256 \
       --max-new-tokens 256 --gen-micro-batch 1024 --set minibatch_grouping=groups --set train_micro_batch=64 \
       --out "$OUT_DIR/gpu_per_sample_256.json" 2>&1 | tee -a "$LOG" | quiet
+  fi
+  if [ -z "${SMALL:-}" ]; then
+    # The training step is the GPU's bottleneck once decoding is captured (0.42-0.54 s for 32 samples,
+    # far above its FLOPs): time its phases and profile one step, to see which operators to fuse.
+    log "training step: phases and a profile (LoRA, bf16, 64-token completions)"
+    timeout 90 $PY bench/train_step.py --model "$MODEL" --device "$DEVICE" --dtype bf16 --finetune lora \
+      --mini-batches 32 256 --lengths 64 --groups 8 --repeats 2 --profile \
+      --out "$OUT_DIR/gpu_train_step_profile.json" 2>&1 | tee -a "$LOG" | quiet
   fi
   log "engine phase done"
   exit 0
