@@ -29,7 +29,7 @@ GRADER = {"type": "numeric", "reference": "{{item.answer}}"}
 # none for chatter), T = 1.0 (the policy turns near-deterministic within a few rounds; at T = 0.7
 # 83 % of later groups scored all-equal and gave no signal, at 1.0 70 %), lr 3e-4 decaying linearly
 # to 0 over 50 rounds or 8 minutes of training, whichever ends first (a CPU without bf16 matrix
-# units runs ~17 rounds in that time), torch's default threads (all cores: the job runs alone).
+# units runs 19-20 rounds in that time), torch's default threads (all cores: the job runs alone).
 # Held-out greedy pass@1 on all 94 problems before, every 20 steps (5 rounds) and at the end, so
 # the job marks its best checkpoint.
 MAIN_JOB = {
