@@ -118,7 +118,10 @@ HOSTILE = {
 
 def test_hostile_code_is_contained_and_classified_while_the_caller_keeps_running(tmp_path, monkeypatch):
     row = load_dataset("mbpp", "prompt")[0]  # min_cost; every hostile program replaces its solution
-    grader = build_grader({"type": "code_tests", "timeout": 3})
+    # The bombs run beside an endless loop and a fork bomb on a 2-core box: a smaller address space
+    # keeps the memory bomb's page faults (1 GB of them took over 3 s on a loaded CI box) well inside
+    # the wall-clock limit, so it is classified by its MemoryError, not by the clock.
+    grader = build_grader({"type": "code_tests", "timeout": 6, "memory_mb": 256})
     monkeypatch.setenv("RAPID_HOSTILE_SECRET", "hunter2-8c1d")
     outside = tmp_path / "escape"
     spy = {
