@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,7 @@ def dense_dir(source: ModelSource) -> str:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     dense.save_pretrained(tmp)
     load_tokenizer(source).save_pretrained(tmp)
-    tmp.rename(target)
-    return str(target)
+    return publish_model_dir(tmp, target)
 
 
 def ensure_tiny_model() -> str:
@@ -118,7 +118,19 @@ def ensure_tiny_model() -> str:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(target)
+    return publish_model_dir(tmp, target)
+
+
+def publish_model_dir(tmp: Path, target: Path) -> str:
+    """Move a freshly written model directory into the cache in one rename. Workers started together
+    on a fresh cache each build their own copy; the first rename wins and the others' copies, being
+    the same model, are discarded instead of failing the job."""
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 
