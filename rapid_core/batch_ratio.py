@@ -9,13 +9,23 @@ but the late steps of a round train further off-policy: their importance weights
 more are truncated, the KL between sampler and learner grows). The policy:
 
 1. shrink (U / 2) when the last round's late steps were unhealthy (ESS under ``ess_min``, clip
-   fraction over ``clip_max`` or approx KL over ``kl_max``) or GPU memory ran near full;
+   fraction over ``clip_max`` or approx KL over ``kl_max``) and that is not a lone spike, or GPU
+   memory ran near full. A lone spike holds instead: a reading under twice the limits after a
+   healthy round at the same U, while the drift fitted over the steps of all the rounds kept (the
+   projection below, read at this U) stays healthy. One round's late steps are two to four
+   mini-batches, and on long completions single rounds read approx KL 0.05-0.09 among healthy ones:
+   in 8 of 12 long-completion runs one such round halved U, most for the rest of the run. Two
+   unhealthy rounds in a row, one past twice the limits, or the first round at a newly grown U
+   (a probe that drifts too far) shrink at once;
 2. grow (U x 2) when the late steps were comfortably healthy (stricter thresholds: no flapping),
    the larger U was not unhealthy before, the late steps of a round twice as long are projected to
    stay healthy, memory has room, and doubling B is expected to save at least ``min_gain`` of the
-   round's time per sample: generation is fitted as gen(B) = a + b * B over the rounds seen (a is
-   the per-round cost a larger batch amortises), and with one batch size measured so far the larger
-   one is probed once;
+   round's time per sample: generation is fitted per decode step, gen(B) / steps = a + b * B over
+   the rounds seen (a is the per-step cost a larger batch amortises; steps is the round's longest
+   completion, as the decode loop runs until its last row ends), and with one batch size measured
+   so far the larger one is probed once. Per step, because completions shorten as a policy learns
+   (measured on worked-step answers: 0.25 s of generation per sample in the first rounds, 0.04 s in
+   the last, at the same B), so a per-round fit credits to B what the shorter completions saved;
    once two batch sizes are measured, a U grown above the first one shrinks back (U / 2) when its
    batch saves less than ``min_gain`` over half of it: a larger U that buys no time only trains
    staler steps (on a 2-core CPU generation per sample stops falling near B = 64: measured 0.028 s
@@ -60,6 +70,7 @@ class RoundRecord:
     step_ess: Sequence[float] = ()
     step_clip_frac: Sequence[float] = ()
     step_approx_kl: Sequence[float] = ()
+    decode_steps: int = 0  # the round's longest completion in tokens; 0 when not recorded (old checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,9 +136,10 @@ def late_health(steps: list[dict[str, float]]) -> tuple[float, float, float]:
     return tuple(sum(s[key] for s in late) / n for key in ("ess", "clip_frac", "approx_kl"))  # type: ignore[return-value]
 
 
-def _unhealthy(r: RoundRecord, lim: Limits, strict: bool = False) -> str | None:
-    """Why the late steps of ``r`` are off-policy beyond the limits (half the limits when strict)."""
-    f = 0.5 if strict else 1.0
+def _unhealthy(r: RoundRecord, lim: Limits, strict: bool = False, factor: float = 1.0) -> str | None:
+    """Why the late steps of ``r`` are off-policy beyond the limits (half of them when strict, else
+    ``factor`` times them)."""
+    f = 0.5 if strict else factor
     ess_floor = 1 - (1 - lim.ess_min) * f
     if r.late_ess < ess_floor:
         return f"late-step ESS {r.late_ess:.3f} < {ess_floor:.3f}"
@@ -136,6 +148,10 @@ def _unhealthy(r: RoundRecord, lim: Limits, strict: bool = False) -> str | None:
     if r.late_approx_kl > lim.kl_max * f:
         return f"late-step approx KL {r.late_approx_kl:.4f} > {lim.kl_max * f:.4f}"
     return None
+
+
+def _health_text(r: RoundRecord) -> str:
+    return f"ESS {r.late_ess:.3f}, clip fraction {r.late_clip_frac:.3f}, approx KL {r.late_approx_kl:.4f}"
 
 
 def _drift(rounds: list[Sequence[float]]) -> tuple[float, float] | None:
@@ -175,10 +191,17 @@ def projected(history: list[RoundRecord], ratio: int) -> RoundRecord | None:
     )
 
 
+def _per_step(history: list[RoundRecord]) -> bool:
+    """Whether generation is fitted per decode step: every round recorded its decode steps."""
+    return all(r.decode_steps > 0 for r in history)
+
+
 def _gen_fit(history: list[RoundRecord]) -> tuple[float, float] | None:
-    """Least squares gen_s = a + b * B over the rounds; None until two batch sizes were measured."""
+    """Least squares gen = a + b * B over the rounds, gen per decode step where every round recorded
+    its steps (else per round: older checkpoints); None until two batch sizes were measured."""
+    per_step = _per_step(history)
     xs = [float(r.inference_batch) for r in history]
-    ys = [r.gen_s for r in history]
+    ys = [r.gen_s / r.decode_steps if per_step else r.gen_s for r in history]
     if len(set(xs)) < 2:
         return None
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -222,18 +245,42 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
         return Decision(to, f"{verb} U {u}->{to}: {why}" if to != u else f"hold U={u}: {why}")
 
     if (bad := _unhealthy(last, lim)) is not None:
+        before = history[-2] if len(history) > 1 else None
+        fit = projected(history, u)
+        if (
+            _unhealthy(last, lim, factor=2.0) is None
+            and before is not None
+            and before.batch_ratio == u
+            and _unhealthy(before, lim) is None
+            and fit is not None
+            and _unhealthy(fit, lim) is None
+        ):
+            return move(
+                u,
+                f"{bad} after a healthy round at U={u}, and the steps of the last {len(history)} rounds "
+                f"fit {_health_text(fit)}: a spike (two in a row, or one past twice the limits, shrink)",
+            )
         return move(u // 2, bad + (" (at the smallest U)" if u <= low else ""))
     if mem is not None and mem > lim.mem_full:
         return move(u // 2, f"peak memory {mem:.0%} of the device > {lim.mem_full:.0%}")
     if u > high:
         return move(high, f"at most U={high} (batch_ratio_max, or the samples left before max_samples)")
     fit = _gen_fit(history)
+    # The per-batch cost a larger batch amortises, at the last round's completion lengths.
+    amortised = 0.0 if fit is None else max(fit[0], 0.0) * (last.decode_steps if _per_step(history) else 1)
+    gen_model = (
+        ""
+        if fit is None
+        else f"decode step = {1e3 * fit[0]:.1f} ms + B x fit"
+        if _per_step(history)
+        else f"gen = {fit[0]:.2f} s + B x fit"
+    )
     batch = u * lim.mini_batch_size
     per_sample = (last.gen_s + last.reward_s + last.train_s) / last.inference_batch
 
     def gain(b: int) -> float:
         """Share of the round time per sample that doubling B from b saves: a / b - a / 2b."""
-        return max(fit[0], 0.0) / (2 * b) / max(per_sample, 1e-9) if fit else 0.0
+        return amortised / (2 * b) / max(per_sample, 1e-9)
 
     def worth(b: int) -> bool:
         return gain(b) >= lim.min_gain
@@ -244,8 +291,8 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
         return move(
             half,
             f"B={batch} saves an estimated {gain(half * lim.mini_batch_size):.1%} of the round time per "
-            f"sample over B={half * lim.mini_batch_size} (< {lim.min_gain:.0%}; gen = {fit[0]:.2f} s + "
-            "B x fit): staler steps for no time",
+            f"sample over B={half * lim.mini_batch_size} (< {lim.min_gain:.0%}; {gen_model}): staler steps "
+            "for no time",
         )
     if u >= high:
         return move(u, f"at the largest U={high} the limits allow; late steps healthy")
@@ -262,10 +309,7 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
         return move(u, f"not growing: at U={2 * u} the late steps would drift to {bad} ({fitted})")
     if fit is None:
         return move(2 * u, "late steps healthy; probing the larger batch (one batch size measured so far)")
-    what = (
-        f"doubling B saves an estimated {gain(batch):.1%} of the round time per sample "
-        f"(gen = {fit[0]:.2f} s + B x fit)"
-    )
+    what = f"doubling B saves an estimated {gain(batch):.1%} of the round time per sample ({gen_model})"
     if worth(batch):
         return move(2 * u, f"late steps healthy; {what}")
     return move(u, f"{what} < {lim.min_gain:.0%}")

@@ -145,6 +145,7 @@ class Trainer:
                 *late_health(step_dicts),
                 peak,
                 **step_series(step_dicts),
+                decode_steps=metrics.completion_len_max,
             )
             s.progress.batch_history = [*s.progress.batch_history, record.to_dict()][-HISTORY:]
         return metrics

@@ -2,6 +2,7 @@
 trainer asking it for each round's B (decisions recorded, sample accounting, exact resume)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,52 @@ def test_a_larger_batch_that_generated_slower_per_sample_goes_back():
 def test_unhealthy_late_steps_halve_the_ratio_and_say_why(health, word):
     d = next_batch_ratio([rec(4), rec(8, **health)], LIM)
     assert d.batch_ratio == 4 and d.reason.startswith("shrink U 8->4") and word in d.reason
+
+
+def spiking(u: int, late_kl: float) -> RoundRecord:
+    """A round of U=u that reads approx KL 0.001 but ``late_kl`` at its last quarter of steps."""
+    late = max(1, u // 4)
+    steps = [{"ess": 0.99, "clip_frac": 0.0, "approx_kl": 0.001}] * (u - late) + [
+        {"ess": 0.99, "clip_frac": 0.0, "approx_kl": late_kl}
+    ] * late
+    return RoundRecord(u, u * 32, 10.0, 0.1, 20.0, *late_health(steps), None, **step_series(steps))
+
+
+def test_a_lone_spike_after_healthy_rounds_holds_and_a_recurring_or_large_one_shrinks():
+    healthy = [drifting(8, 0.001, 0.0002)] * 3  # late steps read ~0.0095
+    d = next_batch_ratio([*healthy, spiking(8, 0.07)], LIM)
+    assert d.batch_ratio == 8 and d.reason.startswith("hold U=8: late-step approx KL 0.0700 > 0.0500")
+    assert "after a healthy round at U=8, and the steps of the last 4 rounds fit" in d.reason
+    assert "approx KL 0.0207: a spike" in d.reason
+    # Past twice the limit one round is enough.
+    d = next_batch_ratio([*healthy, spiking(8, 0.12)], LIM)
+    assert d.batch_ratio == 4 and d.reason == "shrink U 8->4: late-step approx KL 0.1200 > 0.0500"
+    # Two in a row shrink.
+    d = next_batch_ratio([*healthy, spiking(8, 0.07), spiking(8, 0.06)], LIM)
+    assert d.batch_ratio == 4 and d.reason.startswith("shrink U 8->4: late-step approx KL 0.0600")
+    # So does a spike on top of a drift that already reads near the limit over the rounds kept.
+    d = next_batch_ratio([drifting(8, 0.001, 0.0011)] * 2 + [spiking(8, 0.08)], LIM)  # late 0.0478
+    assert d.batch_ratio == 4 and d.reason.startswith("shrink U 8->4: late-step approx KL 0.0800")
+    # The first round at a grown U is a probe: drifting too far there shrinks at once.
+    d = next_batch_ratio([drifting(4, 0.001, 0.0002)] * 3 + [spiking(8, 0.07)], LIM)
+    assert d.batch_ratio == 4 and d.reason.startswith("shrink U 8->4")
+    assert next_batch_ratio([spiking(8, 0.07)], LIM).batch_ratio == 4  # nothing to compare with
+
+
+def test_generation_is_fitted_per_decode_step_so_shorter_completions_are_not_credited_to_b():
+    # Per decode step gen = 0.2 ms + 0.05 ms x B (no batch saving), but the policy's completions
+    # shortened from 128 to 40 tokens as U grew 4 -> 8: per round, B=256 looks far cheaper.
+    def timed(u: int, steps: int) -> RoundRecord:
+        gen = steps * (0.2 + 0.05 * u * 32) / 1e3
+        return replace(rec(u, gen_s=gen, train_s=0.002 * u * 32), decode_steps=steps)
+
+    shorter = [timed(4, 128), timed(8, 40)]
+    d = next_batch_ratio(shorter, LIM)
+    assert d.batch_ratio == 4 and "decode step = 0.2 ms + B x fit" in d.reason
+    assert d.reason.startswith("shrink U 8->4: B=256 saves an estimated")
+    # Without the steps (records from an older checkpoint) the fit is per round, as before.
+    old = [replace(r, decode_steps=0) for r in shorter]
+    assert next_batch_ratio(old, LIM).batch_ratio == 16
 
 
 def test_between_the_shrink_and_grow_limits_it_holds():
