@@ -255,6 +255,9 @@ def test_trainer_changes_B_between_rounds_and_records_each_decision(tmp_path, ti
     assert [r["samples"] for r in rounds] == [16, 48, 80] and summary["steps"] == 4 + 8 + 8
     state = torch.load(tmp_path / "checkpoints" / "round-000003" / "state.pt", weights_only=False)
     assert state["position"] == 80 // 4 and [r["batch_ratio"] for r in state["batch_history"]] == [4, 8, 8]
+    # The time rule's fit is per decode step: each record holds its round's longest completion.
+    assert [r["decode_steps"] for r in state["batch_history"]] == [r["completion_len_max"] for r in rounds]
+    assert all(0 < r["decode_steps"] <= 6 for r in state["batch_history"])
 
 
 def test_max_samples_caps_the_last_round(tmp_path, tiny_model):
