@@ -136,10 +136,9 @@ def late_health(steps: list[dict[str, float]]) -> tuple[float, float, float]:
     return tuple(sum(s[key] for s in late) / n for key in ("ess", "clip_frac", "approx_kl"))  # type: ignore[return-value]
 
 
-def _unhealthy(r: RoundRecord, lim: Limits, strict: bool = False, factor: float = 1.0) -> str | None:
-    """Why the late steps of ``r`` are off-policy beyond the limits (half of them when strict, else
-    ``factor`` times them)."""
-    f = 0.5 if strict else factor
+def _unhealthy(r: RoundRecord, lim: Limits, f: float = 1.0) -> str | None:
+    """Why the late steps of ``r`` are off-policy beyond ``f`` times the limits (grow asks for half,
+    a spike is under twice)."""
     ess_floor = 1 - (1 - lim.ess_min) * f
     if r.late_ess < ess_floor:
         return f"late-step ESS {r.late_ess:.3f} < {ess_floor:.3f}"
@@ -196,10 +195,9 @@ def _per_step(history: list[RoundRecord]) -> bool:
     return all(r.decode_steps > 0 for r in history)
 
 
-def _gen_fit(history: list[RoundRecord]) -> tuple[float, float] | None:
-    """Least squares gen = a + b * B over the rounds, gen per decode step where every round recorded
-    its steps (else per round: older checkpoints); None until two batch sizes were measured."""
-    per_step = _per_step(history)
+def _gen_fit(history: list[RoundRecord], per_step: bool) -> tuple[float, float] | None:
+    """Least squares gen = a + b * B over the rounds, gen per decode step when ``per_step`` (else per
+    round: older checkpoints); None until two batch sizes were measured."""
     xs = [float(r.inference_batch) for r in history]
     ys = [r.gen_s / r.decode_steps if per_step else r.gen_s for r in history]
     if len(set(xs)) < 2:
@@ -246,33 +244,34 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
 
     if (bad := _unhealthy(last, lim)) is not None:
         before = history[-2] if len(history) > 1 else None
-        fit = projected(history, u)
+        smoothed = projected(history, u)
         if (
-            _unhealthy(last, lim, factor=2.0) is None
+            _unhealthy(last, lim, 2.0) is None
             and before is not None
             and before.batch_ratio == u
             and _unhealthy(before, lim) is None
-            and fit is not None
-            and _unhealthy(fit, lim) is None
+            and smoothed is not None
+            and _unhealthy(smoothed, lim) is None
         ):
             return move(
                 u,
                 f"{bad} after a healthy round at U={u}, and the steps of the last {len(history)} rounds "
-                f"fit {_health_text(fit)}: a spike (two in a row, or one past twice the limits, shrink)",
+                f"fit {_health_text(smoothed)}: a spike (two in a row, or one past twice the limits, shrink)",
             )
         return move(u // 2, bad + (" (at the smallest U)" if u <= low else ""))
     if mem is not None and mem > lim.mem_full:
         return move(u // 2, f"peak memory {mem:.0%} of the device > {lim.mem_full:.0%}")
     if u > high:
         return move(high, f"at most U={high} (batch_ratio_max, or the samples left before max_samples)")
-    fit = _gen_fit(history)
+    per_step = _per_step(history)
+    fit = _gen_fit(history, per_step)
     # The per-batch cost a larger batch amortises, at the last round's completion lengths.
-    amortised = 0.0 if fit is None else max(fit[0], 0.0) * (last.decode_steps if _per_step(history) else 1)
+    amortised = 0.0 if fit is None else max(fit[0], 0.0) * (last.decode_steps if per_step else 1)
     gen_model = (
         ""
         if fit is None
         else f"decode step = {1e3 * fit[0]:.1f} ms + B x fit"
-        if _per_step(history)
+        if per_step
         else f"gen = {fit[0]:.2f} s + B x fit"
     )
     batch = u * lim.mini_batch_size
@@ -296,7 +295,7 @@ def next_batch_ratio(history: list[RoundRecord], lim: Limits) -> Decision:
         )
     if u >= high:
         return move(u, f"at the largest U={high} the limits allow; late steps healthy")
-    if (bad := _unhealthy(last, lim, strict=True)) is not None:
+    if (bad := _unhealthy(last, lim, 0.5)) is not None:
         return move(u, f"not growing: {bad} (grow needs half the shrink limits)")
     if mem is not None and mem > lim.mem_grow:
         return move(u, f"not growing: peak memory {mem:.0%} of the device > {lim.mem_grow:.0%}")
