@@ -165,6 +165,7 @@ def run_one(setting: str, seed: int, args) -> dict[str, Any]:
 
 
 def time_to(curve: list[dict[str, float]], target: float, clock: str = "wall_s") -> float | None:
+    """The first evaluation point's ``clock`` (wall_s, cpu_s or samples) where the subset reached target."""
     return next((p.get(clock) for p in curve if p["pass@1"] >= target - 1e-9), None)
 
 
@@ -190,6 +191,10 @@ def summarise(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any
         row["subset_final"] = spread([r["subset_curve"][-1]["pass@1"] for r in rs])
         if target is not None:
             row["time_to_target_s"] = spread([time_to(r["subset_curve"], target) for r in rs])
+            # Samples to the target do not depend on the box's speed: time to it = samples x seconds
+            # per sample, and only the second factor is the machine's (or the batch size's) doing.
+            row["samples_to_target"] = spread([time_to(r["subset_curve"], target, "samples") for r in rs])
+            row["time_to_target_by_seed"] = {r["seed"]: time_to(r["subset_curve"], target) for r in rs}
         if grpo_target is not None:
             row["time_to_grpo_final_s"] = spread([time_to(r["subset_curve"], grpo_target) for r in rs])
             row["cpu_to_grpo_final_s"] = spread(
@@ -213,16 +218,18 @@ def print_table(summary: dict[str, Any]) -> None:
     g_text = "-" if g is None else f"{g:.3f}"
     print(
         f"| setting | seeds | wall s | CPU s | gen s | train s | pass@1 after | subset final | to {t} s | "
-        f"to grpo {g_text} s | CPU s to grpo {g_text} |"
+        f"samples to {t} | to grpo {g_text} s | CPU s to grpo {g_text} |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in summary["settings"].items():
         to_t = fmt(r["time_to_target_s"]) if "time_to_target_s" in r else "-"
+        n_t = fmt(r["samples_to_target"], 0) if "samples_to_target" in r else "-"
         to_g = fmt(r["time_to_grpo_final_s"]) if "time_to_grpo_final_s" in r else "-"
         cpu_g = fmt(r["cpu_to_grpo_final_s"]) if "cpu_to_grpo_final_s" in r else "-"
         print(
             f"| {name} | {len(r['seeds'])} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {fmt(r['gen_s'])} | "
-            f"{fmt(r['train_s'])} | {fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | {to_g} | "
+            f"{fmt(r['train_s'])} | {fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | "
+            f"{n_t} | {to_g} | "
             f"{cpu_g} |"
         )
 
