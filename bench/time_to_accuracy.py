@@ -229,8 +229,7 @@ def print_table(summary: dict[str, Any]) -> None:
         print(
             f"| {name} | {len(r['seeds'])} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {fmt(r['gen_s'])} | "
             f"{fmt(r['train_s'])} | {fmt(r['pass@1_after'], 3)} | {fmt(r['subset_final'], 3)} | {to_t} | "
-            f"{n_t} | {to_g} | "
-            f"{cpu_g} |"
+            f"{n_t} | {to_g} | {cpu_g} |"
         )
 
 
