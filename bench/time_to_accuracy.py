@@ -155,6 +155,9 @@ def run_one(setting: str, seed: int, args) -> dict[str, Any]:
                     "gen_s",
                     "train_s",
                     "accuracy",
+                    "completion_len_mean",
+                    "truncated_share",
+                    "frac_zero_std",
                 )
             }
             for r in clock.rounds
