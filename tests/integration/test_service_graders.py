@@ -86,7 +86,7 @@ def test_code_tests_job_on_mbpp_rows_succeeds_with_grader_counts(service, key, c
         client, tmp_path / "val.jsonl", load_dataset("mbpp", "validation", str(MBPP), limit=2)
     )
     grader = ADAPTERS.get("mbpp").grader
-    assert grader == {"type": "code_tests", "style": "mbpp"}
+    assert grader == {"type": "code_tests", "style": "mbpp", "timeout": 20.0}
     job = wait_for_job(client, start_job(client, grader, training, validation, rounds=2).id, service)
     assert job.status == "succeeded", (job.error, service.logs())
 
