@@ -195,7 +195,7 @@ def _mbpp(default: str, text_field: str) -> Callable[[str, str | None], list[Rec
 
 
 # 20 s, not code_tests' 10 s default: the slowest reference solution (task 123, amicable numbers to
-# 9,999) takes 4-6 s on a 2-core Zen 3 and went over 10 s when graded beside other work.
+# 9,999) took 6.1 s on a 2-core Zen 3 with one core busy and went over 10 s when graded beside other work.
 MBPP_GRADER = {"type": "code_tests", "style": "mbpp", "timeout": 20.0}
 DATASETS.register("mbpp")(Adapter(_mbpp("mbpp/mbpp.jsonl", "text"), tuple(MBPP_SPLITS), MBPP_GRADER))
 DATASETS.register("mbpp_sanitized")(
