@@ -17,7 +17,8 @@ against wall seconds, one curve (the mean over seeds) per setting.
 
 Settings: ``rapid:auto``, ``rapid:U=<n>`` (fixed), ``grpo``, ``pg``; a ``+samples`` or ``+groups``
 suffix sets minibatch_grouping (default ``--grouping``), ``+drop`` sets drop_zero_std (groups whose
-rewards are all equal are not trained on), e.g. ``rapid:auto+drop``.
+rewards are all equal are not trained on), ``+pen`` sets the soft overlong penalty
+(``overlong_buffer`` = ``--overlong-buffer``), ``+mask`` sets mask_truncated, e.g. ``rapid:auto+drop+pen``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SETTINGS = ("rapid:auto", "rapid:U=2", "rapid:U=4", "rapid:U=8", "rapid:U=16", "
 def setting_values(setting: str, args) -> dict[str, Any]:
     """TrainConfig values of a setting name."""
     name, *flags = setting.split("+")
-    unknown = set(flags) - {"samples", "groups", "drop"}
+    unknown = set(flags) - {"samples", "groups", "drop", "pen", "mask"}
     if unknown:
         raise SystemExit(f"time_to_accuracy: unknown setting suffix(es) {sorted(unknown)} in {setting!r}")
     grouping = next((f for f in flags if f in ("samples", "groups")), args.grouping)
@@ -55,6 +56,8 @@ def setting_values(setting: str, args) -> dict[str, Any]:
         "algorithm": algorithm,
         "minibatch_grouping": grouping,
         "drop_zero_std": "drop" in flags,
+        "overlong_buffer": args.overlong_buffer if "pen" in flags else 0,
+        "mask_truncated": "mask" in flags,
     }
     if algorithm == "rapid" and ratio == "auto":
         values |= {"batch_ratio_control": "auto", "prompts_per_round": args.start_u * m // g}
@@ -158,6 +161,7 @@ def run_one(setting: str, seed: int, args) -> dict[str, Any]:
                     "completion_len_mean",
                     "truncated_share",
                     "frac_zero_std",
+                    "overlong_penalty_mean",
                 )
             }
             for r in clock.rounds
@@ -293,6 +297,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument(
+        "--overlong-buffer", type=int, default=32, help="overlong_buffer of the settings with +pen (tokens)"
+    )
     p.add_argument("--gen-micro-batch", type=int, default=128)
     p.add_argument("--eval-problems", type=int, default=100, help="held-out problems evaluated after")
     p.add_argument("--tta-problems", type=int, default=40, help="held-out subset evaluated during training")
@@ -318,7 +325,7 @@ def main() -> None:
 
     for setting in args.settings:  # a bad name stops here, not in every child
         setting_values(setting, args)
-    todo = [(s, seed) for s in args.settings for seed in args.seeds if not run_file(s, seed).is_file()]
+    todo = [(s, seed) for seed in args.seeds for s in args.settings if not run_file(s, seed).is_file()]
     print(f"{len(todo)} runs to do, {args.jobs} at once; load {load_average()}", flush=True)
 
     def launch(item: tuple[str, int]) -> None:

@@ -1,4 +1,5 @@
-"""Group advantages (RAPID.md step 4): a pure function over a flat reward vector."""
+"""Group advantages (RAPID.md step 4) and the optional overlong penalty: pure functions over flat
+per-sample vectors."""
 
 from __future__ import annotations
 
@@ -31,3 +32,14 @@ def group_advantages(
         raise ValueError(f"unknown scale {scale!r}; known: none, std")
     zero_std = (r.max(dim=1).values - r.min(dim=1).values) == 0
     return adv.view(-1).to(rewards.dtype if rewards.is_floating_point() else torch.float32), zero_std
+
+
+def overlong_penalty(lengths: torch.Tensor, max_new_tokens: int, buffer: int) -> torch.Tensor:
+    """DAPO's soft overlong punishment, one value <= 0 per sample: 0 up to ``max_new_tokens - buffer``
+    tokens, then falling linearly to -1 at ``max_new_tokens``. Added to the rewards, it ranks a cut
+    completion below a finished one with the same score, so all-wrong groups still teach the policy to
+    finish (``buffer`` 0: no penalty)."""
+    if buffer <= 0:
+        return torch.zeros_like(lengths, dtype=torch.float32)
+    excess = (lengths.float() - (max_new_tokens - buffer)) / buffer
+    return -excess.clamp(min=0.0, max=1.0)

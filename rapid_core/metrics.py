@@ -73,6 +73,7 @@ class RoundMetrics:
     peak_mem_gb: float | None = None
     batch_ratio: int = 1
     batch_decision: str = ""
+    overlong_penalty_mean: float = 0.0  # mean of the penalty added to the rewards (overlong_buffer)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +132,7 @@ def round_metrics(
     clock: RoundClock,
     peak_mem_gb: float | None = None,
     batch: tuple[int, str] = (1, ""),
+    penalty: torch.Tensor | None = None,
 ) -> RoundMetrics:
     """The round record of RAPID.md from what the round produced; ``progress`` gives the round index
     and the step and sample counts so far; ``batch`` the round's U and why it was picked."""
@@ -163,4 +165,5 @@ def round_metrics(
         peak_mem_gb=peak_mem_gb,
         batch_ratio=batch[0],
         batch_decision=batch[1],
+        overlong_penalty_mean=float(penalty.mean()) if penalty is not None else 0.0,
     )

@@ -1,11 +1,13 @@
 """Model resolution and loading: aliases, local directories, GGUF files, hub ids; LoRA or full
-fine-tuning; the compute dtype (bf16 where the hardware has it, trainable weights in float32)."""
+fine-tuning; the compute dtype (bf16 where it is faster, trainable weights in float32)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +36,40 @@ def pick_device(cfg: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
+# bf16 changes the numerics, so a CPU takes it only where it clearly pays (AMX and Zen 4/5 measured
+# several times fp32's matmul rate).
+BF16_MIN_SPEEDUP = 1.25
+
+
 def bf16_supported(device: torch.device) -> bool:
+    """Whether ``dtype: auto`` computes in bf16: on CUDA where the card has it; on a CPU where it has
+    bf16 instructions and a bf16 matmul measures faster than float32 here."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    if "amx_bf16" not in flags and "avx512_bf16" not in flags:
+        return False
+    return cpu_bf16_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP
+
+
+@functools.cache
+def cpu_bf16_speedup(threads: int) -> float:
+    """bf16 / float32 matmul rate on this CPU with ``threads`` torch threads, at a 135M model's layer
+    shape (~0.1 s). The flag alone misleads: a Xeon VM with avx512_bf16 and its AMX hidden ran bf16
+    at 0.56x float32, for generation and training alike (docs/perf-notes.md, section 12)."""
+    gen = torch.Generator().manual_seed(0)  # not the global generator: a run's seeded stream stays
+    rates = []
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.rand(256, 576, generator=gen).to(dtype)
+        b = torch.rand(576, 1536, generator=gen).to(dtype)
+        for _ in range(3):
+            a @ b
+        start, reps = time.perf_counter(), 0
+        while time.perf_counter() - start < 0.04:
+            a @ b
+            reps += 1
+        rates.append(reps / (time.perf_counter() - start))
+    return rates[1] / rates[0]
 
 
 def pick_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:

@@ -21,15 +21,21 @@ def prompt_indices(n_records: int, position: int, count: int, seed: int) -> list
     return out
 
 
-def plan_minibatches(cfg: TrainConfig, zero_std: torch.Tensor, round_index: int) -> list[list[int]]:
+def plan_minibatches(
+    cfg: TrainConfig, zero_std: torch.Tensor, round_index: int, truncated: torch.Tensor | None = None
+) -> list[list[int]]:
     """Shuffle a round's samples (laid out group by group) into mini-batches of ``mini_batch_size``:
     U = B / m of them, step u of the round trains on the u-th. Groups whose rewards are all equal
-    are left out when ``cfg.drops_zero_std``; ``minibatch_grouping=groups`` shuffles whole prompt groups."""
+    are left out when ``cfg.drops_zero_std``, and samples flagged in ``truncated`` when
+    ``cfg.mask_truncated``; ``minibatch_grouping=groups`` shuffles whole prompt groups."""
     g, n = cfg.group_size, len(zero_std) * cfg.group_size
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + round_index)
-    keep = torch.arange(n)
+    trains = torch.ones(n, dtype=torch.bool)
     if cfg.drops_zero_std:
-        keep = keep[~zero_std.repeat_interleave(g)]
+        trains &= ~zero_std.repeat_interleave(g)
+    if cfg.mask_truncated and truncated is not None:
+        trains &= ~truncated
+    keep = torch.arange(n)[trains]
     if cfg.minibatch_grouping == "groups":
         kept = set(keep.tolist())
         groups = torch.randperm(n // g, generator=gen).tolist()

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rapid_core.advantages import group_advantages
+from rapid_core.advantages import group_advantages, overlong_penalty
 from rapid_core.batch_ratio import HISTORY, RoundRecord, late_health, limits, next_batch_ratio, step_series
 from rapid_core.callbacks import Callback, CallbackList
 from rapid_core.checkpoint import Checkpointer, checkpoint_dir, resume
@@ -112,13 +112,17 @@ class Trainer:
         # 3. rewards.
         grades = self._grade([self.task.train[i] for i in idx for _ in range(cfg.group_size)], rollouts.texts)
         rewards = torch.tensor([g.score for g in grades], dtype=torch.float32)
+        lengths = torch.tensor([len(c) for c in rollouts.completion_ids])
+        penalty = overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer)
+        rewards = rewards + penalty
         t_reward = time.perf_counter()
         # 4. group advantages.
         adv, zero_std = group_advantages(
             rewards, cfg.group_size, scale=cfg.adv_scale, baseline=cfg.adv_baseline
         )
         # 5. shuffle into U mini-batches of m; one optimizer step each, step u is u steps away from mu.
-        minibatches = plan_minibatches(cfg, zero_std, k)
+        truncated = torch.tensor([f == "length" for f in rollouts.finish_reasons])
+        minibatches = plan_minibatches(cfg, zero_std, k, truncated)
         steps = []
         for u, rows in enumerate(minibatches):
             self._check_stop()
@@ -132,7 +136,7 @@ class Trainer:
         clock = RoundClock(t0, t_gen, t_reward, time.perf_counter())
         peak = torch.cuda.max_memory_allocated(s.policy.device) / 2**30 if cuda else None
         metrics = round_metrics(
-            s.progress, rollouts, grades, zero_std, len(minibatches), clock, peak, (ratio, why)
+            s.progress, rollouts, grades, zero_std, len(minibatches), clock, peak, (ratio, why), penalty
         )
         if cfg.auto_batch:  # what the controller reads next round; checkpointed with the progress
             step_dicts = [m.to_dict() for m in steps]

@@ -101,6 +101,9 @@ def test_device_picks_the_queue():
         ({"batch_ratio_max": 10**6}, "batch_ratio_max"),
         ({"batch_ratio_min": 8, "batch_ratio_max": 4}, "batch_ratio_min"),
         ({"prompts_per_round": 128}, "batch_ratio_max"),  # the first round's U = 32 > 16
+        ({"max_new_tokens": 64, "overlong_buffer": 65}, "overlong_buffer"),
+        ({"overlong_buffer": -1}, "overlong_buffer"),
+        ({"mask_truncated": "sometimes"}, "mask_truncated"),
     ],
 )
 def test_bad_hyperparameters_name_the_field(hyper, param):
@@ -116,6 +119,12 @@ def test_batch_ratio_control_is_auto_by_default_and_fixed_on_request():
     config = build(hyper).config
     assert (config["batch_ratio_control"], config["prompts_per_round"]) == ("fixed", 128)
     assert openai_hyperparameters(config, hyper)["batch_ratio_control"] == "fixed"
+
+
+def test_overlong_settings_reach_the_run_config():
+    config = build({"max_new_tokens": 128, "overlong_buffer": 32, "mask_truncated": True}).config
+    assert (config["overlong_buffer"], config["mask_truncated"]) == (32, True)
+    assert (build({}).config["overlong_buffer"], build({}).config["mask_truncated"]) == (0, False)
 
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high", "default", "auto"])

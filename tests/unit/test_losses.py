@@ -6,7 +6,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from rapid_core.advantages import group_advantages
+from rapid_core.advantages import group_advantages, overlong_penalty
 from rapid_core.config import make_config
 from rapid_core.losses import LOSSES, combine_metrics, grpo_loss, pg_loss, ppo_clipped_objective, rapid_loss
 from rapid_core.metrics import StepMetrics
@@ -176,6 +176,22 @@ def test_group_advantage_values():
     std, _ = group_advantages(rewards, 4, scale="std")
     s = 0.5 / (0.5 + 1e-6)
     assert std.tolist() == pytest.approx([s, -s, -s, s], rel=1e-6)
+
+
+def test_overlong_penalty_is_zero_before_the_buffer_and_falls_linearly_to_minus_one_at_the_limit():
+    lengths = torch.tensor([10, 96, 100, 112, 127, 128])
+    got = overlong_penalty(lengths, max_new_tokens=128, buffer=32)
+    assert got.tolist() == pytest.approx([0.0, 0.0, -4 / 32, -16 / 32, -31 / 32, -1.0])
+    assert overlong_penalty(lengths, 128, 0).tolist() == [0.0] * 6  # off
+
+
+def test_overlong_penalty_gives_an_all_wrong_group_a_signal_towards_finishing():
+    scores = torch.zeros(4)  # every answer wrong: without the penalty the group teaches nothing
+    lengths = torch.tensor([40, 128, 128, 60])
+    adv, zero = group_advantages(scores, 4)
+    assert zero.tolist() == [True]
+    adv, zero = group_advantages(scores + overlong_penalty(lengths, 128, 32), 4)
+    assert zero.tolist() == [False] and adv[0] == adv[3] > 0 > adv[1] == adv[2]
 
 
 def test_kl_penalty_is_zero_at_the_reference_and_positive_away_from_it():

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from rapid_core.callbacks import Callback
 from rapid_core.config import RunPaths, make_config
-from rapid_core.errors import Cancelled
+from rapid_core.errors import Cancelled, ConfigError
 from rapid_core.graders.base import Grade, Grader, register_grader
 from rapid_core.plan import plan_minibatches, prompt_indices
 from rapid_core.trainer import train
@@ -216,6 +216,37 @@ def test_sample_shuffling_is_seeded_per_round_and_drops_groups_without_signal():
     assert plan == plan_minibatches(cfg, zero_std, round_index=3) != plan_minibatches(cfg, zero_std, 4)
     kept = sorted(i for mb in plan for i in mb)
     assert kept == [i for i in range(16) if i // 4 != 1] and [len(mb) for mb in plan] == [4, 4, 4]
+
+
+def test_cut_samples_are_left_out_only_with_mask_truncated():
+    truncated = torch.zeros(16, dtype=torch.bool)
+    truncated[[0, 5, 15]] = True
+    zero_std = torch.tensor([False, True, False, False])
+    plan = plan_minibatches(tiny_cfg(drop_zero_std=True, mask_truncated=True), zero_std, 0, truncated)
+    assert sorted(i for mb in plan for i in mb) == [i for i in range(16) if i // 4 != 1 and i not in (0, 15)]
+    plan = plan_minibatches(tiny_cfg(drop_zero_std=True), zero_std, 0, truncated)
+    assert sorted(i for mb in plan for i in mb) == [i for i in range(16) if i // 4 != 1]
+
+
+def test_overlong_buffer_longer_than_max_new_tokens_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="overlong_buffer: must be <= max_new_tokens"):
+        tiny_cfg(overlong_buffer=7)
+
+
+def test_overlong_penalty_is_added_to_the_rewards_and_reported_per_round(tmp_path, tiny_model):
+    # buffer = max_new_tokens: every sample loses len / 6, so the round's mean penalty is -mean len / 6
+    tiny_run(tmp_path / "pen", overlong_buffer=6, rounds=2, eval_problems=0)
+    tiny_run(tmp_path / "off", rounds=2, eval_problems=0)
+    pen, off = records(tmp_path / "pen", "round"), records(tmp_path / "off", "round")
+    for r in pen:
+        assert r["overlong_penalty_mean"] < 0
+        assert r["overlong_penalty_mean"] == pytest.approx(-r["completion_len_mean"] / 6)
+    assert [r["overlong_penalty_mean"] for r in off] == [0.0, 0.0]
+    # the grader's own scores are what the round reports as reward; the penalty only moves advantages
+    assert pen[0]["reward_mean"] == off[0]["reward_mean"]
+    assert [s["loss"] for s in records(tmp_path / "pen", "step")] != [
+        s["loss"] for s in records(tmp_path / "off", "step")
+    ]
 
 
 @pytest.mark.parametrize(
