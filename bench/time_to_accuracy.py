@@ -10,7 +10,10 @@ wall time and its split, the final accuracy, and the wall time at which the subs
 reaches the target (``--target``, and grpo's mean final subset accuracy), the wall time from which
 it stays at or above ``--target`` to the end ("held from"), also in process CPU
 seconds (``cpu_s``: with 1 thread the work done, which a shared CPU's load distorts far less); a plot of subset accuracy
-against wall seconds, one curve (the mean over seeds) per setting.
+against wall seconds, one curve (the mean over seeds) per setting. With ``--target``, each auto
+setting is also compared with every other setting seed by seed (``paired``): its time to the
+target as a ratio of means with a 90 % bootstrap interval, on how many seeds it got there first, and
+the difference in final pass@1 with its interval.
 
     python bench/time_to_accuracy.py --threads 1 --jobs 2     # all settings, seeds 0 1 2
     python bench/time_to_accuracy.py --settings rapid:auto grpo --seeds 0 --total-samples 64 \\
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -226,7 +230,78 @@ def summarise(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any
         row["seeds"] = sorted(r["seed"] for r in rs)
         row["batch_ratios"] = {r["seed"]: [d["batch_ratio"] for d in r["rounds_detail"]] for r in rs}
         table[name] = row
-    return {"target": target, "grpo_final_subset_mean": grpo_target, "settings": table}
+    result = {"target": target, "grpo_final_subset_mean": grpo_target, "settings": table}
+    if target is not None:
+        result["paired"] = paired_all(runs, target)
+    return result
+
+
+def _interval(values: list[float], stat, draws: int = 10_000) -> tuple[float, float]:
+    """90 % percentile bootstrap interval of ``stat`` over ``values`` resampled with replacement."""
+    rng = random.Random(0)
+    boots = sorted(stat(rng.choices(values, k=len(values))) for _ in range(draws))
+    return boots[int(0.05 * draws)], boots[int(0.95 * draws) - 1]
+
+
+def paired(runs: list[dict[str, Any]], a: str, b: str, target: float) -> dict[str, Any]:
+    """Setting ``a`` against ``b`` seed by seed (a seed fixes the data order and the initial draws in
+    both, so pairs are less noisy than two independent means).
+
+    - ``time_ratio``: a's mean time to the target over b's, over the seeds where both reach it,
+      with a 90 % bootstrap interval over those seeds;
+    - ``first``: on how many seeds a reached the target earlier / later than b (never = later);
+    - ``final_diff``: mean of a's pass@1 after minus b's, with its 90 % bootstrap interval."""
+    ra = {r["seed"]: r for r in runs if r["setting"] == a}
+    rb = {r["seed"]: r for r in runs if r["setting"] == b}
+    seeds = sorted(set(ra) & set(rb))
+    times = [(time_to(ra[s]["subset_curve"], target), time_to(rb[s]["subset_curve"], target)) for s in seeds]
+    both = [(x, y) for x, y in times if x is not None and y is not None]
+    out: dict[str, Any] = {"a": a, "b": b, "seeds": len(seeds), "both_reach": len(both)}
+    if len(both) >= 2:
+
+        def ratio(pairs: list[tuple[float, float]]) -> float:
+            return statistics.fmean(x for x, _ in pairs) / statistics.fmean(y for _, y in pairs)
+
+        out["time_ratio"] = ratio(both)
+        out["time_ratio_90"] = _interval(both, ratio)
+    inf = float("inf")
+    earlier = sum((x if x is not None else inf) < (y if y is not None else inf) for x, y in times)
+    later = sum((x if x is not None else inf) > (y if y is not None else inf) for x, y in times)
+    out["first"] = {"earlier": earlier, "later": later, "tied": len(times) - earlier - later}
+    diffs = [ra[s]["pass@1_after"] - rb[s]["pass@1_after"] for s in seeds]
+    if len(diffs) >= 2:
+        out["final_diff"] = statistics.fmean(diffs)
+        out["final_diff_90"] = _interval(diffs, statistics.fmean)
+    return out
+
+
+def paired_all(runs: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
+    """Every auto setting against every other setting."""
+    names = list(dict.fromkeys(r["setting"] for r in runs))
+    return [paired(runs, a, b, target) for a in names if ":auto" in a for b in names if b != a]
+
+
+def print_paired(rows: list[dict[str, Any]], target: float) -> None:
+    print(
+        f"\n| paired by seed | seeds | time to {target}: ratio of means (90 % interval), seeds both reach | "
+        "reached first: earlier / later / tied | pass@1 after: difference (90 % interval) |"
+    )
+    print("|---|---:|---|---|---|")
+    for r in rows:
+        ratio = (
+            f"{r['time_ratio']:.2f}x ({r['time_ratio_90'][0]:.2f}..{r['time_ratio_90'][1]:.2f}), {r['both_reach']}"
+            if "time_ratio" in r
+            else f"-, {r['both_reach']}"
+        )
+        diff = (
+            f"{r['final_diff']:+.3f} ({r['final_diff_90'][0]:+.3f}..{r['final_diff_90'][1]:+.3f})"
+            if "final_diff" in r
+            else "-"
+        )
+        f = r["first"]
+        print(
+            f"| {r['a']} vs {r['b']} | {r['seeds']} | {ratio} | {f['earlier']} / {f['later']} / {f['tied']} | {diff} |"
+        )
 
 
 def fmt(s: dict[str, Any], digits: int = 1) -> str:
@@ -366,6 +441,8 @@ def main() -> None:
     ]
     summary = summarise(runs, args.target)
     print_table(summary)
+    if "paired" in summary:
+        print_paired(summary["paired"], summary["target"])
     settings = {k: v for k, v in vars(args).items() if k not in ("run", "run_seed")}
     result = {"machine": machine(), "settings": settings, "summary": summary, "runs": runs}
     save(
