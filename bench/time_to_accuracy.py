@@ -264,9 +264,9 @@ def paired(runs: list[dict[str, Any]], a: str, b: str, target: float) -> dict[st
 
         out["time_ratio"] = ratio(both)
         out["time_ratio_90"] = _interval(both, ratio)
-    inf = float("inf")
-    earlier = sum((x if x is not None else inf) < (y if y is not None else inf) for x, y in times)
-    later = sum((x if x is not None else inf) > (y if y is not None else inf) for x, y in times)
+    never = float("inf")
+    ranked = [(never if x is None else x, never if y is None else y) for x, y in times]
+    earlier, later = sum(x < y for x, y in ranked), sum(x > y for x, y in ranked)
     out["first"] = {"earlier": earlier, "later": later, "tied": len(times) - earlier - later}
     diffs = [ra[s]["pass@1_after"] - rb[s]["pass@1_after"] for s in seeds]
     if len(diffs) >= 2:
