@@ -13,11 +13,14 @@ seconds (``cpu_s``: with 1 thread the work done, which a shared CPU's load disto
 against wall seconds, one curve (the mean over seeds) per setting. With ``--target``, each auto
 setting is also compared with every other setting seed by seed (``paired``): its time to the
 target as a ratio of means with a 90 % bootstrap interval, on how many seeds it got there first, and
-the difference in final pass@1 with its interval.
+the difference in final pass@1 with its interval; and the same time ratio over every seed, a run
+that never reaches the target counted at its last evaluation (``restricted``). ``--from-results``
+summarises a saved sweep again with the current statistics, running nothing.
 
     python bench/time_to_accuracy.py --threads 1 --jobs 2     # all settings, seeds 0 1 2
     python bench/time_to_accuracy.py --settings rapid:auto grpo --seeds 0 --total-samples 64 \\
         --model tiny-random --eval-problems 8 --tta-problems 8 --eval-every 32      # smoke test
+    python bench/time_to_accuracy.py --from-results bench/results/time_to_accuracy.json --plot /tmp/tta.png
 
 Settings: ``rapid:auto``, ``rapid:U=<n>`` (fixed), ``grpo``, ``pg``; a ``+samples`` or ``+groups``
 suffix sets minibatch_grouping (default ``--grouping``), ``+drop`` sets drop_zero_std (groups whose
@@ -243,12 +246,19 @@ def _interval(values: list[float], stat, draws: int = 10_000) -> tuple[float, fl
     return boots[int(0.05 * draws)], boots[int(0.95 * draws) - 1]
 
 
+def _ratio_of_means(pairs: list[tuple[float, float]]) -> float:
+    return statistics.fmean(x for x, _ in pairs) / statistics.fmean(y for _, y in pairs)
+
+
 def paired(runs: list[dict[str, Any]], a: str, b: str, target: float) -> dict[str, Any]:
     """Setting ``a`` against ``b`` seed by seed (a seed fixes the data order and the initial draws in
     both, so pairs are less noisy than two independent means).
 
     - ``time_ratio``: a's mean time to the target over b's, over the seeds where both reach it,
       with a 90 % bootstrap interval over those seeds;
+    - ``restricted_ratio``: the same over every paired seed, a run that never reaches the target
+      counted at its last evaluation (the restricted mean time of survival analysis): dropping the
+      seeds where one setting misses the target flatters that setting;
     - ``first``: on how many seeds a reached the target earlier / later than b (never = later);
     - ``final_diff``: mean of a's pass@1 after minus b's, with its 90 % bootstrap interval."""
     ra = {r["seed"]: r for r in runs if r["setting"] == a}
@@ -258,12 +268,16 @@ def paired(runs: list[dict[str, Any]], a: str, b: str, target: float) -> dict[st
     both = [(x, y) for x, y in times if x is not None and y is not None]
     out: dict[str, Any] = {"a": a, "b": b, "seeds": len(seeds), "both_reach": len(both)}
     if len(both) >= 2:
-
-        def ratio(pairs: list[tuple[float, float]]) -> float:
-            return statistics.fmean(x for x, _ in pairs) / statistics.fmean(y for _, y in pairs)
-
-        out["time_ratio"] = ratio(both)
-        out["time_ratio_90"] = _interval(both, ratio)
+        out["time_ratio"] = _ratio_of_means(both)
+        out["time_ratio_90"] = _interval(both, _ratio_of_means)
+    if len(seeds) >= 2:
+        end = {s: (ra[s]["subset_curve"][-1]["wall_s"], rb[s]["subset_curve"][-1]["wall_s"]) for s in seeds}
+        capped = [
+            (end[s][0] if x is None else x, end[s][1] if y is None else y)
+            for s, (x, y) in zip(seeds, times, strict=True)
+        ]
+        out["restricted_ratio"] = _ratio_of_means(capped)
+        out["restricted_ratio_90"] = _interval(capped, _ratio_of_means)
     never = float("inf")
     ranked = [(never if x is None else x, never if y is None else y) for x, y in times]
     earlier, later = sum(x < y for x, y in ranked), sum(x > y for x, y in ranked)
@@ -284,14 +298,20 @@ def paired_all(runs: list[dict[str, Any]], target: float) -> list[dict[str, Any]
 def print_paired(rows: list[dict[str, Any]], target: float) -> None:
     print(
         f"\n| paired by seed | seeds | time to {target}: ratio of means (90 % interval), seeds both reach | "
+        "restricted: never = last evaluation, every seed | "
         "reached first: earlier / later / tied | pass@1 after: difference (90 % interval) |"
     )
-    print("|---|---:|---|---|---|")
+    print("|---|---:|---|---|---|---|")
     for r in rows:
         ratio = (
             f"{r['time_ratio']:.2f}x ({r['time_ratio_90'][0]:.2f}..{r['time_ratio_90'][1]:.2f}), {r['both_reach']}"
             if "time_ratio" in r
             else f"-, {r['both_reach']}"
+        )
+        restricted = (
+            f"{r['restricted_ratio']:.2f}x ({r['restricted_ratio_90'][0]:.2f}..{r['restricted_ratio_90'][1]:.2f})"
+            if "restricted_ratio" in r
+            else "-"
         )
         diff = (
             f"{r['final_diff']:+.3f} ({r['final_diff_90'][0]:+.3f}..{r['final_diff_90'][1]:+.3f})"
@@ -300,7 +320,7 @@ def print_paired(rows: list[dict[str, Any]], target: float) -> None:
         )
         f = r["first"]
         print(
-            f"| {r['a']} vs {r['b']} | {r['seeds']} | {ratio} | {f['earlier']} / {f['later']} / {f['tied']} | {diff} |"
+            f"| {r['a']} vs {r['b']} | {r['seeds']} | {ratio} | {restricted} | {f['earlier']} / {f['later']} / {f['tied']} | {diff} |"
         )
 
 
@@ -400,6 +420,13 @@ def main() -> None:
     p.add_argument("--runs-dir", default=str(ROOT / "bench" / "results" / "tta_runs"))
     p.add_argument("--out", default=None, help="summary JSON (default bench/results/time_to_accuracy.json)")
     p.add_argument("--plot", default=str(ROOT / "docs" / "img" / "time_to_accuracy.png"))
+    p.add_argument(
+        "--from-results",
+        default=None,
+        metavar="JSON",
+        help="summarise a saved results JSON again with this version's statistics (its runs, machine and "
+        "settings kept; --target overrides its target); runs nothing, writes to --out or back to JSON",
+    )
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)
     p.add_argument("--run-seed", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -413,6 +440,18 @@ def main() -> None:
         apply_threads(args.threads)
         result = run_one(args.run, args.run_seed, args)
         run_file(args.run, args.run_seed).write_text(json.dumps(result, indent=1))
+        return
+
+    if args.from_results is not None:
+        try:
+            saved = json.loads(Path(args.from_results).read_text())
+        except (OSError, ValueError) as e:
+            p.error(f"--from-results {args.from_results}: {e}")
+        if not isinstance(saved, dict) or not saved.get("runs"):
+            p.error(
+                f"--from-results {args.from_results}: no 'runs' in it (not a time_to_accuracy results JSON)"
+            )
+        report(saved, args.target, args.out or args.from_results, args.plot)
         return
 
     for setting in args.settings:  # a bad name stops here, not in every child
@@ -439,17 +478,30 @@ def main() -> None:
         for seed in args.seeds
         if run_file(s, seed).is_file()
     ]
-    summary = summarise(runs, args.target)
+    settings = {k: v for k, v in vars(args).items() if k not in ("run", "run_seed", "from_results")}
+    result = {"machine": machine(), "settings": settings, "runs": runs}
+    report(
+        result, args.target, args.out or str(ROOT / "bench" / "results" / "time_to_accuracy.json"), args.plot
+    )
+
+
+def report(result: dict[str, Any], target: float | None, out: str, plot_path: str) -> None:
+    """Summarise ``result["runs"]``, print the tables, save the JSON and the plot."""
+    if target is None:
+        target = result.get("summary", {}).get("target")
+    summary = summarise(result["runs"], target)
     print_table(summary)
     if "paired" in summary:
         print_paired(summary["paired"], summary["target"])
-    settings = {k: v for k, v in vars(args).items() if k not in ("run", "run_seed")}
-    result = {"machine": machine(), "settings": settings, "summary": summary, "runs": runs}
-    save(
-        result, args.out or str(ROOT / "bench" / "results" / "time_to_accuracy.json"), "time_to_accuracy.json"
-    )
-    plot(runs, summary, Path(args.plot))
-    print(f"plot: {args.plot}")
+    saved = {
+        "machine": result["machine"],
+        "settings": result["settings"],
+        "summary": summary,
+        "runs": result["runs"],
+    }
+    save(saved, out, "time_to_accuracy.json")
+    plot(result["runs"], summary, Path(plot_path))
+    print(f"plot: {plot_path}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The statistics bench/time_to_accuracy.py reports: time to a target, "held from", and the seed-paired
 comparison of an auto setting with a fixed one (docs/benchmarks.md quotes these figures)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_paired_ratio_wins_and_final_difference():
     lo, hi = row["time_ratio_90"]
     assert lo <= row["time_ratio"] <= hi and lo >= 0.5 and hi <= 1.0  # resamples of (20, 40) vs (40, 40)
     assert row["first"] == {"earlier": 2, "later": 0, "tied": 1}
+    # Restricted: every paired seed, U=4's seed 2 counted at its last evaluation (100 s).
+    assert row["restricted_ratio"] == pytest.approx((20 + 40 + 60) / (40 + 40 + 100))
+    lo, hi = row["restricted_ratio_90"]
+    assert lo <= row["restricted_ratio"] <= hi
     assert row["final_diff"] == pytest.approx(0.1)
     assert row["final_diff_90"][0] == pytest.approx(0.1) and row["final_diff_90"][1] == pytest.approx(0.1)
 
@@ -66,3 +71,28 @@ def test_summary_carries_the_paired_rows_only_with_a_target():
         r.update(other_s=0.0, samples=640, rounds_detail=[])
     assert [p["b"] for p in tta.summarise(runs, 0.3)["paired"]] == ["rapid:U=8"]
     assert "paired" not in tta.summarise(runs, None)
+
+
+def test_from_results_summarises_a_saved_sweep_again_keeping_its_machine(tmp_path):
+    runs = [
+        {**run(s, seed, at, 0.4), **{k: 1.0 for k in ("wall_s", "cpu_s", "gen_s", "reward_s", "train_s")}}
+        for s, at in (("rapid:auto", 20), ("rapid:U=8", None))
+        for seed in (0, 1)
+    ]
+    for r in runs:
+        r.update(other_s=0.0, samples=640, rounds_detail=[])
+    saved = {
+        "machine": {"cpu": "elsewhere"},
+        "settings": {"seeds": [0, 1]},
+        "summary": {"target": 0.3},
+        "runs": runs,
+    }
+    src = tmp_path / "sweep.json"
+    src.write_text(json.dumps(saved))
+    tta.report(json.loads(src.read_text()), None, str(src), str(tmp_path / "plot.png"))
+    again = json.loads(src.read_text())
+    assert again["machine"] == {"cpu": "elsewhere"} and again["runs"] == runs
+    (row,) = again["summary"]["paired"]
+    assert row["both_reach"] == 0 and "time_ratio" not in row  # U=8 never reaches
+    assert row["restricted_ratio"] == pytest.approx(20 / 100)
+    assert (tmp_path / "plot.png").is_file()
