@@ -68,10 +68,11 @@ if [ "$PHASE" = engine ]; then
   fi
   if [ -z "${SMALL:-}" ]; then
     # The training step is the GPU's bottleneck once decoding is captured (0.42-0.54 s for 32 samples,
-    # far above its FLOPs): time its phases and profile one step, to see which operators to fuse.
-    log "training step: phases and a profile (LoRA, bf16, 64-token completions)"
-    timeout 90 $PY bench/train_step.py --model "$MODEL" --device "$DEVICE" --dtype bf16 --finetune lora \
-      --mini-batches 32 256 --lengths 64 --groups 8 --repeats 2 --profile \
+    # far above its FLOPs): time its phases and profile one step, to see which operators to fuse, in
+    # both layouts of the training forward (train_prompt_pass: auto takes per_row on CUDA, unmeasured).
+    log "training step: phases and a profile (LoRA, bf16, 64-token completions, shared vs per_row)"
+    timeout 150 $PY bench/train_step.py --model "$MODEL" --device "$DEVICE" --dtype bf16 --finetune lora \
+      --mini-batches 32 256 --lengths 64 --groups 8 --repeats 2 --profile --prompt-passes shared per_row \
       --out "$OUT_DIR/gpu_train_step_profile.json" 2>&1 | tee -a "$LOG" | quiet
   fi
   log "engine phase done"

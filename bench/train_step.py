@@ -10,7 +10,8 @@ AdamW), with a device sync between them. ``--profile`` runs one more step of eac
 its CPU and device time go: on a GPU a step that takes far more than its FLOPs is bound by launches,
 and the top rows name what to fuse.
 
-    python bench/train_step.py [--mini-batches 8 32] [--lengths 16 64] [--finetune lora full] [--profile]
+    python bench/train_step.py [--mini-batches 8 32] [--lengths 16 64] [--finetune lora full] [--profile] \
+        [--prompt-passes shared per_row]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from common import add_common_args, apply_threads, machine, pick_device, save, sync  # isort: skip
 from rapid_core.config import RunPaths, make_config  # noqa: E402
-from rapid_core.logprobs import completion_logps  # noqa: E402
+from rapid_core.logprobs import completion_logps, resolve_prompt_pass  # noqa: E402
 from rapid_core.losses import rapid_loss  # noqa: E402
 from rapid_core.models import load_policy, prompt_token_ids  # noqa: E402
 from rapid_core.tasks import load_task  # noqa: E402
@@ -33,12 +34,12 @@ from rapid_core.tasks import load_task  # noqa: E402
 PHASES = ("forward", "backward", "optimizer")
 
 
-def one_step(policy, opt, rows, comps, loss_cfg) -> dict[str, float]:
+def one_step(policy, opt, rows, comps, loss_cfg, prompt_pass: str) -> dict[str, float]:
     """One optimizer step as the trainer runs it; seconds of each phase (device synced between)."""
     device = policy.device
     marks = [time.perf_counter()]
     opt.zero_grad(set_to_none=True)
-    logp, _, mask = completion_logps(policy, rows, comps, 1.0)
+    logp, _, mask = completion_logps(policy, rows, comps, 1.0, prompt_pass=prompt_pass)
     adv = torch.randn(len(rows), device=device)
     loss, _ = rapid_loss(logp, logp.detach() - 0.01, adv, mask, loss_cfg)
     sync(device)
@@ -58,7 +59,9 @@ def step_inputs(prompts, m: int, length: int, group: int, r: int, vocab: int, ge
     return rows, torch.randint(0, vocab, (m, length), generator=gen).tolist()
 
 
-def step_times(policy, prompts, m: int, length: int, repeats: int, group: int) -> list[dict[str, float]]:
+def step_times(
+    policy, prompts, m: int, length: int, repeats: int, group: int, prompt_pass: str
+) -> list[dict[str, float]]:
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-5)
     loss_cfg = make_config(max_new_tokens=length)
     gen = torch.Generator().manual_seed(0)
@@ -67,13 +70,15 @@ def step_times(policy, prompts, m: int, length: int, repeats: int, group: int) -
     for r in range(repeats + 1):  # the first is warm-up
         rows, comps = step_inputs(prompts, m, length, group, r, vocab, gen)
         sync(policy.device)
-        phases = one_step(policy, opt, rows, comps, loss_cfg)
+        phases = one_step(policy, opt, rows, comps, loss_cfg, prompt_pass)
         if r:
             times.append(phases)
     return times
 
 
-def profile_step(policy, prompts, m: int, length: int, group: int, top: int = 12) -> dict[str, Any]:
+def profile_step(
+    policy, prompts, m: int, length: int, group: int, prompt_pass: str, top: int = 12
+) -> dict[str, Any]:
     """One step (after a warm-up) under torch.profiler: operator and kernel counts, CPU and device
     self time in total and for the ``top`` operators of each."""
     from torch.profiler import ProfilerActivity, profile
@@ -82,12 +87,12 @@ def profile_step(policy, prompts, m: int, length: int, group: int, top: int = 12
     loss_cfg = make_config(max_new_tokens=length)
     gen = torch.Generator().manual_seed(1)
     vocab = policy.model.config.vocab_size
-    one_step(policy, opt, *step_inputs(prompts, m, length, group, 0, vocab, gen), loss_cfg)
+    one_step(policy, opt, *step_inputs(prompts, m, length, group, 0, vocab, gen), loss_cfg, prompt_pass)
     cuda = policy.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     inputs = step_inputs(prompts, m, length, group, 1, vocab, gen)
     with profile(activities=activities) as prof:
-        phases = one_step(policy, opt, *inputs, loss_cfg)
+        phases = one_step(policy, opt, *inputs, loss_cfg, prompt_pass)
     table = prof.key_averages()
     ops = [e for e in table if e.key.startswith("aten::")]
     kernels = [e for e in table if e.device_type == torch.autograd.DeviceType.CUDA]
@@ -132,6 +137,13 @@ def main() -> None:
         default=[1, 8],
         help="rows per distinct prompt in a mini-batch (1: all distinct; G: whole groups, as grpo)",
     )
+    p.add_argument(
+        "--prompt-passes",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "shared", "per_row"],
+        help="training forward layouts (train_prompt_pass): shared prompt KV cache, or one sequence per row",
+    )
     args = p.parse_args()
     apply_threads(args.threads)
     rows: list[dict[str, Any]] = []
@@ -149,8 +161,9 @@ def main() -> None:
             prompt_token_ids(policy.tokenizer, r["messages"]) for r in load_task(cfg, RunPaths()).train[:256]
         ]
         prompt_len = statistics.mean(len(x) for x in prompts)
-        for m, length, group in itertools.product(args.mini_batches, args.lengths, args.groups):
-            t = step_times(policy, prompts, m, length, args.repeats, group)
+        shapes = itertools.product(args.prompt_passes, args.mini_batches, args.lengths, args.groups)
+        for prompt_pass, m, length, group in shapes:
+            t = step_times(policy, prompts, m, length, args.repeats, group, prompt_pass)
             med = statistics.median(sum(x.values()) for x in t)
             split = {name: statistics.median(x[name] for x in t) for name in PHASES}
             rows.append(
@@ -161,6 +174,7 @@ def main() -> None:
                     "mini_batch": m,
                     "completion_len": length,
                     "rows_per_prompt": group,
+                    "prompt_pass": resolve_prompt_pass(prompt_pass, policy.device),
                     "prompt_len_mean": prompt_len,
                     "step_s": med,
                     "step_s_all": [sum(x.values()) for x in t],
@@ -170,17 +184,17 @@ def main() -> None:
                 }
             )
             if args.profile:
-                rows[-1]["profile"] = profile_step(policy, prompts, m, length, group)
+                rows[-1]["profile"] = profile_step(policy, prompts, m, length, group, prompt_pass)
             print({k: v for k, v in rows[-1].items() if k != "profile"}, flush=True)
         del policy
     print(
-        f"{'finetune':>8} {'dtype':>9} {'m':>4} {'len':>4} {'G':>3} {'step s':>8} {'fwd s':>7} {'bwd s':>7} "
+        f"{'finetune':>8} {'pass':>8} {'dtype':>9} {'m':>4} {'len':>4} {'G':>3} {'step s':>8} {'fwd s':>7} {'bwd s':>7} "
         f"{'opt s':>7} {'samples/s':>9} {'tokens/s':>9} {'aten ops':>8} {'kernels':>8}"
     )
     for r in rows:
         prof = r.get("profile", {})
         print(
-            f"{r['finetune']:>8} {r['dtype']:>9} {r['mini_batch']:>4} {r['completion_len']:>4} "
+            f"{r['finetune']:>8} {r['prompt_pass']:>8} {r['dtype']:>9} {r['mini_batch']:>4} {r['completion_len']:>4} "
             f"{r['rows_per_prompt']:>3} {r['step_s']:>8.2f} "
             + " ".join(f"{r['phases_s'][name]:>7.3f}" for name in PHASES)
             + f" {r['samples_per_s']:>9.1f} {r['tokens_per_s']:>9.0f}"

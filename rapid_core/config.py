@@ -64,6 +64,12 @@ class TrainConfig(BaseModel):
     train_micro_batch: int = Field(
         0, ge=0, description="Split each mini-batch into forward/backward chunks of this size (0 = whole)"
     )
+    train_prompt_pass: Literal["auto", "shared", "per_row"] = Field(
+        "auto",
+        description="Training forward: shared (each distinct prompt runs once and its KV cache is copied to "
+        "its samples: fewest FLOPs), per_row (prompt and completion as one sequence per sample: about half "
+        "the kernel launches); auto = shared on a CPU, per_row on CUDA",
+    )
 
     # --- task and reward ---
     task: str = Field(

@@ -60,10 +60,14 @@ def accumulate_gradient(
         part = rows[s : s + chunk]
         prompts = [rollouts.prompt_ids[i] for i in part]
         comps = [rollouts.completion_ids[i] for i in part]
-        logp, entropy, mask = completion_logps(policy, prompts, comps, cfg.temperature)
+        logp, entropy, mask = completion_logps(
+            policy, prompts, comps, cfg.temperature, prompt_pass=cfg.train_prompt_pass
+        )
         ref = None
         if cfg.kl_beta > 0:
-            ref, _, _ = completion_logps(policy, prompts, comps, cfg.temperature, use_reference=True)
+            ref, _, _ = completion_logps(
+                policy, prompts, comps, cfg.temperature, use_reference=True, prompt_pass=cfg.train_prompt_pass
+            )
         adv = advantages[part].to(logp.device)
         value, metrics = loss.fn(logp, behaviour_logps(rollouts, part, logp), adv, mask, cfg, ref_logp=ref)
         # Each chunk's share of the whole mini-batch's normaliser.
