@@ -271,11 +271,11 @@ def paired(runs: list[dict[str, Any]], a: str, b: str, target: float) -> dict[st
         out["time_ratio"] = _ratio_of_means(both)
         out["time_ratio_90"] = _interval(both, _ratio_of_means)
     if len(seeds) >= 2:
-        end = {s: (ra[s]["subset_curve"][-1]["wall_s"], rb[s]["subset_curve"][-1]["wall_s"]) for s in seeds}
-        capped = [
-            (end[s][0] if x is None else x, end[s][1] if y is None else y)
-            for s, (x, y) in zip(seeds, times, strict=True)
-        ]
+
+        def or_end(t: float | None, r: dict[str, Any]) -> float:
+            return r["subset_curve"][-1]["wall_s"] if t is None else t
+
+        capped = [(or_end(x, ra[s]), or_end(y, rb[s])) for s, (x, y) in zip(seeds, times, strict=True)]
         out["restricted_ratio"] = _ratio_of_means(capped)
         out["restricted_ratio_90"] = _interval(capped, _ratio_of_means)
     never = float("inf")

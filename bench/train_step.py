@@ -20,12 +20,12 @@ import argparse
 import itertools
 import statistics
 import time
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from common import add_common_args, apply_threads, machine, pick_device, save, sync  # isort: skip
-from rapid_core.config import RunPaths, make_config  # noqa: E402
+from rapid_core.config import RunPaths, TrainConfig, make_config  # noqa: E402
 from rapid_core.logprobs import completion_logps, resolve_prompt_pass  # noqa: E402
 from rapid_core.losses import rapid_loss  # noqa: E402
 from rapid_core.models import load_policy, prompt_token_ids  # noqa: E402
@@ -141,7 +141,7 @@ def main() -> None:
         "--prompt-passes",
         nargs="+",
         default=["auto"],
-        choices=["auto", "shared", "per_row"],
+        choices=get_args(TrainConfig.model_fields["train_prompt_pass"].annotation),
         help="training forward layouts (train_prompt_pass): shared prompt KV cache, or one sequence per row",
     )
     args = p.parse_args()
