@@ -31,7 +31,12 @@ from transformers import DynamicCache
 from rapid_core.config import TrainConfig
 from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
 from rapid_core.engines.sampling_model import SamplingModel
-from rapid_core.engines.static_decode import StaticDecoder, sample_categorical, unsupported_reason
+from rapid_core.engines.static_decode import (
+    StaticDecoder,
+    sample_categorical,
+    sampling_logp,
+    unsupported_reason,
+)
 from rapid_core.errors import ConfigError
 from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded
 from rapid_core.models import Policy
@@ -81,9 +86,9 @@ def prefill(model, prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor,
 
 def resolve_decode(mode: DecodeMode, model) -> str:
     """The decode loop ``mode`` asks for on this model and device. auto: where the architecture
-    allows it, cuda_graph on CUDA and static on a CPU (1.9x the dynamic loop's tokens/s at batch 64
-    on the 2-core AMX CPU, docs/perf-notes.md §5; compiled was 2.3x but costs minutes of compiling
-    per bucket); dynamic otherwise."""
+    allows it, cuda_graph on CUDA and static on a CPU (85 ms a decode step at batch 64 against the
+    dynamic loop's 104 on a Zen 5 CPU, docs/perf-notes.md §18; compiled is no faster there and
+    compiles each bucket first); dynamic otherwise."""
     why = unsupported_reason(model)
     if mode == "auto":
         if why is not None:
@@ -206,11 +211,10 @@ class HFEngine(Engine):
         done = torch.zeros(b, dtype=torch.bool, device=device)  # finished, not yet dropped
         ran = 0
         for t in range(steps):
+            logp = sampling_logp(logits, sampling)
             if sampling.greedy:
-                logp = torch.log_softmax(logits, dim=-1)
                 nxt = logp.argmax(dim=-1)
             else:
-                logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
                 nxt = sample_categorical(logp, uniforms[t, live])
             rec = ~done
             out_tok[live[rec], t] = nxt[rec]

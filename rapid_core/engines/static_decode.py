@@ -27,6 +27,7 @@ SUPPORTED_TYPES = ("llama", "qwen2", "qwen3")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 MIN_ROWS = 8
 LENGTH_QUANTUM = 64  # cache lengths are rounded up to this, so graphs are reused across rounds
+SAMPLE_BLOCK = 256  # tokens per block of the two-level sampler
 
 
 def unsupported_reason(model) -> str | None:
@@ -49,15 +50,45 @@ def bucket(rows: int) -> int:
 
 def sample_categorical(logp: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
     """One draw per row from exp(logp) by inverse CDF with uniforms ``u`` ([rows], float64; drawn
-    here when None): one uniform per row instead of vocabulary-sized noise, no host sync."""
-    cdf = logp.double().exp().cumsum(dim=-1)
+    here when None): one uniform per row instead of vocabulary-sized noise, no host sync.
+
+    In two levels: the uniform picks a block of SAMPLE_BLOCK tokens by the running float64 sum of
+    the block masses, then a token inside that block by the running sum within it. The draw is the
+    one a float64 cumulative sum over the whole vocabulary gives (the probabilities are float32),
+    at a tenth of its cost on a CPU: a float64 exp and cumsum over 49k tokens x 64 rows took 35 ms
+    a decode step (docs/perf-notes.md, section 18)."""
+    rows, vocab = logp.shape
+    p = logp.new_zeros((rows, -(-vocab // SAMPLE_BLOCK) * SAMPLE_BLOCK), dtype=torch.float32)
+    torch.exp(logp, out=p[:, :vocab])  # the padding tokens keep probability 0
+    blocks = p.view(rows, -1, SAMPLE_BLOCK)
+    # Each block sums 256 float32 terms (relative error ~1e-7); the running sum over blocks and
+    # within the chosen block is float64, so the tail of a 150k vocabulary keeps its mass.
+    mass = blocks.sum(dim=-1).double().cumsum(dim=-1)  # [rows, blocks]
     if u is None:
-        u = torch.rand(logp.shape[0], dtype=torch.float64, device=logp.device)
-    return (
-        torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous())
-        .squeeze(1)
-        .clamp(max=logp.shape[1] - 1)
+        u = torch.rand(rows, dtype=torch.float64, device=logp.device)
+    target = (u[:, None] * mass[:, -1:]).contiguous()
+    # right=True: the first block whose running mass exceeds the target, so never an empty one;
+    # the minimum guards the top end against rounding (u * total rounding up to the total).
+    j = torch.minimum(torch.searchsorted(mass, target, right=True), _last_positive(mass))
+    before = torch.where(j > 0, mass.gather(1, (j - 1).clamp(min=0)), torch.zeros_like(target))
+    inner = blocks.gather(1, j[:, :, None].expand(rows, 1, SAMPLE_BLOCK)).squeeze(1).double().cumsum(dim=-1)
+    k = torch.minimum(
+        torch.searchsorted(inner, (target - before).contiguous(), right=True), _last_positive(inner)
     )
+    return (j * SAMPLE_BLOCK + k).squeeze(1)
+
+
+def sampling_logp(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """log softmax(logits / T) in float32, the distribution a row samples from (T = 1 when greedy):
+    at T = 1 without a float32 copy of the logits or a division."""
+    if sampling.greedy or sampling.temperature == 1.0:
+        return torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    return torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
+
+
+def _last_positive(running: torch.Tensor) -> torch.Tensor:
+    """[rows, 1] index of the last entry with positive mass: where the running sum reaches its end."""
+    return (running < running[:, -1:]).sum(dim=-1, keepdim=True)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +136,7 @@ class StaticDecoder:
         self.pad_id = pad_id
         self.graphs = graphs and model.device.type == "cuda"
         # torch.compile of the step (fixed shapes per bucket): fuses the small element-wise ops.
-        self._step_fn = torch.compile(self._step, dynamic=False) if compiled else self._step
+        self._compiled_step = torch.compile(self._step, dynamic=False) if compiled else None
         self.buf: _Buffers | None = None
         self._captured: dict[tuple, torch.cuda.CUDAGraph] = {}
         self._pool = None
@@ -150,26 +181,38 @@ class StaticDecoder:
 
     # --- one step ----------------------------------------------------------------------------------
     def _attend(
-        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, scale: float
+        self,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        bias: torch.Tensor,
+        scale: float,
+        upto: int | None,
     ) -> torch.Tensor:
-        """Grouped-query attention of one new token per row over the whole cache, masked.
-        q [n, heads, 1, d]; keys / values [n, kv_heads, L, d] -> [n, 1, heads * d]."""
-        n, group = q.shape[0], self.heads // self.kv_heads
-        qg = q.reshape(n, self.kv_heads, group, self.head_dim)
-        scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * scale  # [n, kv, group, L]
-        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-        probs = torch.softmax(scores, dim=-1).to(values.dtype)
-        return torch.matmul(probs, values).reshape(n, 1, self.heads * self.head_dim)
+        """Grouped-query attention of one new token per row over the cache, masked by ``bias``
+        ([n, L] float: 0 where a row attends, -inf elsewhere). q [n, heads, 1, d]; keys / values
+        [n, kv_heads, L, d] -> [n, 1, heads * d]. Columns from ``upto`` on hold no token yet, so
+        eager runs pass it and read only the columns in use; a captured step reads them all."""
+        n, group, d = q.shape[0], self.heads // self.kv_heads, self.head_dim
+        length = keys.shape[2] if upto is None else upto
+        k = keys.reshape(n * self.kv_heads, -1, d)[:, :length]
+        v = values.reshape(n * self.kv_heads, -1, d)[:, :length]
+        # keys @ q^T rather than q @ keys^T: with the cache on the left a column slice stays a plain
+        # strided matrix (on a CPU, q @ keys^T copies a sliced cache and runs ~3x slower).
+        scores = torch.bmm(k, q.reshape(n * self.kv_heads, group, d).transpose(1, 2))  # [n*kv, L, group]
+        scores = scores.view(n, self.kv_heads, length, group).float().mul_(scale)
+        scores.add_(bias[:, None, :length, None])
+        probs = torch.softmax(scores, dim=2).to(v.dtype).view(n * self.kv_heads, length, group)
+        return torch.bmm(probs.transpose(1, 2), v).reshape(n, 1, self.heads * d)
 
     def _record(self, logits: torch.Tensor, n: int, sampling: Sampling) -> None:
         """Sample the next token of rows [:n] from ``logits`` [n, V] and record it with its log-prob
         at the sampling temperature; finished rows write to the scratch row."""
         b = self.buf
+        logp = sampling_logp(logits, sampling)
         if sampling.greedy:
-            logp = torch.log_softmax(logits, dim=-1)
             nxt = logp.argmax(dim=-1)
         else:
-            logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
             nxt = sample_categorical(logp, b.uniforms.index_select(0, b.step)[0, :n])
         lp = logp.gather(1, nxt[:, None]).squeeze(1)
         done = b.done[:n]
@@ -180,11 +223,16 @@ class StaticDecoder:
         done |= (nxt[:, None] == self.eos[None, :]).any(dim=1)
         b.tok[:n] = nxt
 
-    def _step(self, n: int, sampling: Sampling) -> None:
-        """Feed each row's token (written at cache column ``slot``), sample the next one."""
+    def _step(self, n: int, sampling: Sampling, upto: int | None = None) -> None:
+        """Feed each row's token (written at cache column ``slot``), sample the next one. ``upto``:
+        the cache columns in use after this write, when the caller knows it (eager runs)."""
         b = self.buf
         mask = b.mask[:n]
         mask.index_fill_(1, b.slot, True)
+        # One additive mask for all layers: 0 where a row attends, -inf elsewhere.
+        bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
+            ~mask, float("-inf")
+        )
         pos = b.pos[:n]
         cos = b.cos.index_select(0, pos)[:, None, None, :]
         sin = b.sin.index_select(0, pos)[:, None, None, :]
@@ -203,23 +251,25 @@ class StaticDecoder:
             keys, values = b.keys[i][:n], b.values[i][:n]
             keys.index_copy_(2, b.slot, k)
             values.index_copy_(2, b.slot, v)
-            h = h + attn.o_proj(self._attend(q, keys, values, mask, attn.scaling))
+            h = h + attn.o_proj(self._attend(q, keys, values, bias, attn.scaling, upto))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = self.lm_head(self.decoder.norm(h)[:, 0]).float()
-        self._record(logits, n, sampling)
+        self._record(self.lm_head(self.decoder.norm(h)[:, 0]), n, sampling)
         pos += 1
         b.slot += 1
         b.step += 1
 
     def _runner(self, n: int, sampling: Sampling):
+        """A callable running one step given the cache columns in use (``upto``)."""
+        if self._compiled_step is not None:  # fixed shapes: a new ``upto`` each step would recompile
+            return lambda upto: self._compiled_step(n, sampling)
         if not self.graphs:
-            return lambda: self._step_fn(n, sampling)
+            return lambda upto: self._step(n, sampling, upto)
         key = (n, self.buf.length, sampling.greedy, sampling.temperature)
         graph = self._captured.get(key)
         if graph is None:
             graph = self._capture(n, sampling)
             self._captured[key] = graph
-        return graph.replay
+        return lambda upto: graph.replay()
 
     def _capture(self, n: int, sampling: Sampling) -> torch.cuda.CUDAGraph:
         b = self.buf
@@ -303,6 +353,6 @@ class StaticDecoder:
                     self._compact(n, bucket(live))
                     n = bucket(live)
                     run = self._runner(n, sampling)
-            run()
+            run(width + t)
             ran += 1
         return b.out_tok[:rows, :steps], b.out_lp[:rows, :steps], ran

@@ -1,6 +1,7 @@
 """The hf engine: behaviour log-probs are those of the distribution sampled, greedy is deterministic,
 completions stop at EOS, and the sampler draws from softmax(logits / T)."""
 
+import pytest
 import torch
 
 from rapid_core.config import make_config
@@ -16,6 +17,37 @@ def test_sampler_matches_the_categorical_distribution():
     draws = sample_categorical(probs.log().expand(200_000, 4).contiguous())
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     assert torch.allclose(freq, probs, atol=0.005)
+
+
+def inverse_cdf_float64(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The one-level reference: a float64 running sum over the whole vocabulary."""
+    cdf = logp.double().exp().cumsum(dim=-1)
+    return torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous(), right=True).squeeze(1)
+
+
+@pytest.mark.parametrize("vocab", [5, 256, 1000, 49_152])
+def test_two_level_sampler_draws_what_one_float64_running_sum_draws(vocab):
+    torch.manual_seed(vocab)
+    logp = torch.log_softmax(3 * torch.randn(512, vocab), dim=-1)  # peaked and long-tailed rows
+    u = torch.rand(512, dtype=torch.float64)
+    same = sample_categorical(logp, u) == inverse_cdf_float64(logp, u)
+    # float32 probabilities move a boundary by ~1e-8 of the mass: a draw may differ only when its
+    # uniform lands that close to one, which 512 draws do not hit.
+    assert bool(same.all())
+
+
+def test_two_level_sampler_never_draws_a_token_of_probability_zero():
+    logp = torch.full((4_000, 700), float("-inf"))  # 3 blocks, the last one partial
+    allowed = torch.tensor([3, 255, 256, 699])
+    logp[:, allowed] = torch.tensor([0.1, 0.2, 0.3, 0.4]).log()
+    torch.manual_seed(1)
+    draws = sample_categorical(logp)
+    assert set(draws.tolist()) == set(allowed.tolist())
+    freq = torch.bincount(draws, minlength=700)[allowed].float() / len(draws)
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.03)
+    # The ends of the uniform's range: 0 takes the first token with mass, 1 - 2^-53 the last.
+    edges = sample_categorical(logp[:2], torch.tensor([0.0, 1 - 2**-53], dtype=torch.float64))
+    assert edges.tolist() == [3, 699]
 
 
 def test_behaviour_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperature(tiny_model):

@@ -63,6 +63,19 @@ def test_static_loop_is_exact_across_micro_batches_and_greedy(policy):
     assert a.completion_ids == b.completion_ids
 
 
+def test_a_full_length_step_samples_what_the_eager_step_on_used_columns_samples(policy, monkeypatch):
+    # Eager steps multiply attention by the used cache columns only; a captured CUDA graph cannot
+    # and runs over the whole buffer. Both must give the same tokens and log-probs.
+    sampling = Sampling(temperature=0.9, max_new_tokens=12)
+    eager = run(policy, "static", sampling, n=4, eos_every=11)
+    full_step = StaticDecoder._step
+    monkeypatch.setattr(StaticDecoder, "_step", lambda self, n, s, upto=None: full_step(self, n, s, None))
+    full = run(policy, "static", sampling, n=4, eos_every=11)
+    assert full.completion_ids == eager.completion_ids
+    for a, b in zip(full.behaviour_logps, eager.behaviour_logps, strict=True):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-6)
+
+
 def test_static_buffers_are_reused_between_calls_and_rounds(policy):
     engine = HFEngine(policy, micro_batch=32, decode="static")
     sampling = Sampling(temperature=1.0, max_new_tokens=8)
