@@ -33,8 +33,8 @@ from rapid_core.engines.base import ENGINES, Engine, Rollouts, Sampling
 from rapid_core.engines.sampling_model import SamplingModel
 from rapid_core.engines.static_decode import (
     StaticDecoder,
+    next_tokens,
     sample_categorical,
-    sampling_logp,
     unsupported_reason,
 )
 from rapid_core.errors import ConfigError
@@ -211,11 +211,7 @@ class HFEngine(Engine):
         done = torch.zeros(b, dtype=torch.bool, device=device)  # finished, not yet dropped
         ran = 0
         for t in range(steps):
-            logp = sampling_logp(logits, sampling)
-            if sampling.greedy:
-                nxt = logp.argmax(dim=-1)
-            else:
-                nxt = sample_categorical(logp, uniforms[t, live])
+            nxt, logp = next_tokens(logits, sampling, None if uniforms is None else uniforms[t, live])
             rec = ~done
             out_tok[live[rec], t] = nxt[rec]
             out_lp[live[rec], t] = logp.gather(1, nxt[:, None]).squeeze(1)[rec].float()

@@ -78,12 +78,17 @@ def sample_categorical(logp: torch.Tensor, u: torch.Tensor | None = None) -> tor
     return (j * SAMPLE_BLOCK + k).squeeze(1)
 
 
-def sampling_logp(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
-    """log softmax(logits / T) in float32, the distribution a row samples from (T = 1 when greedy):
-    at T = 1 without a float32 copy of the logits or a division."""
+def next_tokens(
+    logits: torch.Tensor, sampling: Sampling, u: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's next token and the float32 log-probs it was drawn from, log softmax(logits / T)
+    (T = 1 when greedy; at T = 1 without a float32 copy of the logits or a division). Sampled rows
+    read their uniform from ``u``; both decode loops draw here."""
     if sampling.greedy or sampling.temperature == 1.0:
-        return torch.log_softmax(logits, dim=-1, dtype=torch.float32)
-    return torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
+        logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    else:
+        logp = torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
+    return (logp.argmax(dim=-1) if sampling.greedy else sample_categorical(logp, u)), logp
 
 
 def _last_positive(running: torch.Tensor) -> torch.Tensor:
@@ -209,11 +214,7 @@ class StaticDecoder:
         """Sample the next token of rows [:n] from ``logits`` [n, V] and record it with its log-prob
         at the sampling temperature; finished rows write to the scratch row."""
         b = self.buf
-        logp = sampling_logp(logits, sampling)
-        if sampling.greedy:
-            nxt = logp.argmax(dim=-1)
-        else:
-            nxt = sample_categorical(logp, b.uniforms.index_select(0, b.step)[0, :n])
+        nxt, logp = next_tokens(logits, sampling, b.uniforms.index_select(0, b.step)[0, :n])
         lp = logp.gather(1, nxt[:, None]).squeeze(1)
         done = b.done[:n]
         out_row = torch.where(done, torch.full_like(b.row[:n], b.rows), b.row[:n])
