@@ -4,7 +4,8 @@ Only completion positions reach the output layer, in chunks, each recomputed in 
 (activation checkpointing): no (batch x length x vocabulary) float32 tensor is ever held.
 Two layouts (``train_prompt_pass``), the same log-probs:
 
-- ``shared``: each distinct prompt of a mini-batch goes through the model once; its KV cache is
+- ``shared``: each distinct prompt of a mini-batch goes through the model once (the tokens all of
+  them start with, once for the mini-batch: kvcache.run_prompts); its KV cache is
   copied to the rows that share it and the completions run on top (the gradient of the copies adds
   up in the prompt pass). With G samples per prompt this removes most of the prompt tokens from the
   step: for arithmetic prompts are ~47 tokens and completions ~10 (docs/perf-notes.md). The choice
@@ -18,9 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch.utils.checkpoint import checkpoint
-from transformers import DynamicCache
 
-from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded
+from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded, run_prompts
 from rapid_core.models import Policy, autocast
 
 CHUNK_TOKENS = 1024
@@ -46,16 +46,14 @@ def _shared_prompt_hidden(decoder, prompts, comp_ids, mask, pad, device) -> torc
     """Hidden states that predict each completion token ([tokens, d], in ``mask`` order): each
     distinct prompt once, its cache copied to its rows, the completions on top."""
     uniq, copy_of = distinct_prompts(prompts, device)
-    prompt_ids, prompt_att, prompt_pos = left_padded(uniq, pad, device)
-    cache = DynamicCache()
+    run = run_prompts(decoder, uniq, pad, device)
+    cache, last = run.cache, run.last
     kw = {cache_kwarg(decoder): cache, "use_cache": True}
-    out = decoder(input_ids=prompt_ids, attention_mask=prompt_att, position_ids=prompt_pos, **kw)
-    last = out.last_hidden_state[:, -1]
     if len(uniq) < len(prompts):
         cache.batch_select_indices(copy_of)
     width = comp_ids.shape[1]
-    attention = torch.cat([prompt_att[copy_of], mask.long()], dim=1)
-    positions = prompt_pos[copy_of, -1:] + 1 + torch.arange(width, device=device)
+    attention = torch.cat([run.attention[copy_of], mask.long()], dim=1)
+    positions = run.positions[copy_of, -1:] + 1 + torch.arange(width, device=device)
     hidden = decoder(
         input_ids=comp_ids, attention_mask=attention, position_ids=positions, **kw
     ).last_hidden_state

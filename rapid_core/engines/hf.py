@@ -4,8 +4,9 @@ A hand-written loop rather than ``generate()``: it returns the sampled tokens' l
 sampling temperature from the same forward pass (no second pass, no stored vocabulary-sized logits),
 and it samples exactly softmax(logits / T) (top_p = 1, top_k = 0), so mu is what was sampled.
 What makes it fast (docs/perf-notes.md): it samples from a merged copy of the policy in the compute
-dtype (``SamplingModel``) and runs the prompt forward pass once per distinct prompt, copying its KV
-cache to the prompt's G rows. Two decode loops continue from that prompt pass:
+dtype (``SamplingModel``) and runs the prompt forward pass once per distinct prompt (and the tokens
+all of them start with once per micro-batch), copying its KV cache to the prompt's G rows. Two decode
+loops continue from that prompt pass:
 
 - ``dynamic``: transformers' own layers on a growing cache, finished rows dropped from the batch
   (any architecture);
@@ -38,7 +39,7 @@ from rapid_core.engines.static_decode import (
     unsupported_reason,
 )
 from rapid_core.errors import ConfigError
-from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded
+from rapid_core.kvcache import cache_kwarg, distinct_prompts, run_prompts
 from rapid_core.models import Policy
 
 log = logging.getLogger("rapid.engine")
@@ -69,19 +70,12 @@ def next_token_logits(decoder, lm_head, cache: DynamicCache, **inputs) -> torch.
 
 def prefill(model, prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, Prefill]:
     """Run each distinct prompt once; return the rows' first-token logits [rows, V] and the Prefill."""
-    device = model.device
-    uniq, copy_of = distinct_prompts(prompts, device)
-    input_ids, attention, positions = left_padded(uniq, pad_id, device)
-    cache = DynamicCache()
-    logits = next_token_logits(
-        model.model,
-        model.lm_head,
-        cache,
-        input_ids=input_ids,
-        attention_mask=attention,
-        position_ids=positions,
+    uniq, copy_of = distinct_prompts(prompts, model.device)
+    run = run_prompts(model.model, uniq, pad_id, model.device)
+    logits = model.lm_head(run.last).float()
+    return logits[copy_of], Prefill(
+        run.cache, copy_of, run.attention[copy_of], run.positions[copy_of, -1:] + 1
     )
-    return logits[copy_of], Prefill(cache, copy_of, attention[copy_of], positions[copy_of, -1:] + 1)
 
 
 def resolve_decode(mode: DecodeMode, model) -> str:

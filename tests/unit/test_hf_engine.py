@@ -6,7 +6,9 @@ import torch
 
 from rapid_core.config import make_config
 from rapid_core.engines import Sampling, make_engine
-from rapid_core.engines.hf import sample_categorical
+from rapid_core.engines.hf import prefill, sample_categorical
+from rapid_core.engines.sampling_model import SamplingModel
+from rapid_core.kvcache import shared_prefix
 from rapid_core.logprobs import completion_logps
 from rapid_core.models import load_policy, prompt_token_ids
 
@@ -68,6 +70,34 @@ def test_behaviour_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperatu
         assert out.finish_reasons[i] in ("stop", "length")
         if out.finish_reasons[i] == "stop":
             assert out.completion_ids[i][-1] == policy.tokenizer.eos_token_id
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    assert shared_prefix([[1] * 9 + [2], [1] * 9 + [3]], min_saved=9) == 9
+    assert shared_prefix([[1] * 9, [1] * 12], min_saved=1) == 8  # the shorter prompt keeps its last token
+    assert shared_prefix([[1] * 9 + [2], [1] * 9 + [3]], min_saved=10) == 0  # saves 9 token positions
+    assert shared_prefix([[1] * 9 + [i] for i in range(3)], min_saved=18) == 9  # 3 prompts save 18
+    assert shared_prefix([[1] * 20], min_saved=1) == 0  # a single prompt: nothing to share
+    assert shared_prefix([[1, 2] * 5, [2, 1] * 5], min_saved=1) == 0
+
+
+def test_a_prompt_pass_over_a_shared_prefix_equals_each_prompt_run_alone(tiny_model):
+    policy = load_policy(make_config(model=tiny_model, dtype="fp32"))
+    prompts = [
+        prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}])
+        for t in ("Hi", "What is 2+2?", "a longer prompt than the first two, with more tokens")
+    ]
+    prompts += [prompts[1][:-3], prompts[0]]  # a prompt that begins another one, and a repeat
+    assert shared_prefix(prompts) >= 20  # the chat template's system turn
+    model, pad = SamplingModel(policy).get(), policy.tokenizer.pad_token_id
+    with torch.no_grad():
+        logits, pre = prefill(model, prompts, pad)
+        for i, p in enumerate(prompts):
+            alone, _ = prefill(model, [p], pad)
+            assert torch.allclose(logits[i], alone[0], atol=1e-4), i
+    assert pre.copy_of.tolist() == [0, 1, 2, 3, 0]
+    assert pre.attention.sum(dim=1).tolist() == [len(p) for p in prompts]
+    assert pre.next_pos.view(-1).tolist() == [len(p) for p in prompts]
 
 
 def test_greedy_decoding_is_deterministic_and_batch_independent(tiny_model):

@@ -1,5 +1,6 @@
 """The training forward's two layouts (``train_prompt_pass``) compute the same log-probs, entropies
-and gradients: shared (each distinct prompt once, its KV cache copied to its rows) and per_row (one
+and gradients: shared (the prompts' common prefix once, each distinct prompt's own tokens once, its
+KV cache copied to its rows) and per_row (one
 sequence per row, fewer kernel launches)."""
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from rapid_core.config import make_config
 from rapid_core.errors import ConfigError
+from rapid_core.kvcache import shared_prefix
 from rapid_core.logprobs import completion_logps, resolve_prompt_pass
 from rapid_core.models import load_policy, prompt_token_ids
 
@@ -24,13 +26,14 @@ def layout_outputs(policy, prompts, completions, prompt_pass, **kw):
 
 def test_per_row_pass_equals_the_shared_prompt_pass(tiny_model):
     policy = load_policy(make_config(model=tiny_model, dtype="fp32"))
-    short, long = (
+    short, long, third, fourth = (
         prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}])
-        for t in ("Hi", "What is 12 plus 30, step by step?")
+        for t in ("Hi", "What is 12 plus 30, step by step?", "x", "Name a colour.")
     )
-    # Groups of a shared prompt, prompts of two lengths (left padding), completions of 1-7 tokens.
-    prompts = [short, short, short, long, long]
-    completions = [[5, 6, 7], [8], [9, 10, 11, 12, 13, 14, 15], [16, 17], [18, 19, 20, 21]]
+    # Groups of a shared prompt, prompts of several lengths (left padding), completions of 1-7 tokens.
+    assert shared_prefix([short, long, third, fourth]) >= 20  # shared runs the system turn once
+    prompts = [short, short, short, long, long, third, fourth]
+    completions = [[5, 6, 7], [8], [9, 10, 11, 12, 13, 14, 15], [16, 17], [18, 19, 20, 21], [22], [23, 24]]
     shared = layout_outputs(policy, prompts, completions, "shared")
     per_row = layout_outputs(policy, prompts, completions, "per_row")
     assert torch.equal(shared[2], per_row[2])
