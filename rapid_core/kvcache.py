@@ -24,11 +24,11 @@ def distinct_prompts(prompts: list[list[int]], device) -> tuple[list[list[int]],
     return [list(p) for p in seen], torch.tensor(copy_of, device=device)
 
 
-def shared_prefix(prompts: list[list[int]], min_saved: int = 64) -> int:
+def shared_prefix(prompts: list[list[int]], min_saved: int = 128) -> int:
     """Length of the tokens every prompt starts with (a chat template's system turn, a shared
     instruction), leaving each prompt at least one token of its own. 0 where running them once
-    saves fewer than ``min_saved`` token positions: the extra pass has a fixed cost (on a CPU, two
-    prompts sharing 26 tokens ran 10% slower, four broke even; docs/perf-notes.md §19)."""
+    saves fewer than ``min_saved`` token positions: the extra pass has a fixed cost (on a CPU, with
+    26 shared tokens, two prompts ran 10% slower, four about even, eight 35% faster: perf-notes §19)."""
     if len(prompts) < 2:
         return 0
     n = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
@@ -75,7 +75,8 @@ def run_prompts(decoder, prompts: list[list[int]], pad_id: int, device) -> Promp
     The tokens every prompt starts with (a chat template's system turn: 26 of an arithmetic
     prompt's ~47 tokens) run once, at batch 1, and their cache is repeated for each prompt; the
     rest runs left-padded after it, so the cache columns are [shared prefix, padding, own tokens]
-    with the padding masked out. On a CPU this halves the prompt pass (docs/perf-notes.md §19)."""
+    with the padding masked out. On a CPU this halves the prompt pass of 64 arithmetic prompts
+    (docs/perf-notes.md §19)."""
     shared = shared_prefix(prompts) if full_attention_only(decoder.config) else 0
     cache = DynamicCache()
     kw = {cache_kwarg(decoder): cache, "use_cache": True}

@@ -74,6 +74,8 @@ def test_behaviour_logprobs_equal_a_fresh_forward_pass_at_the_sampling_temperatu
 
 def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
     assert shared_prefix([[1] * 9 + [2], [1] * 9 + [3]], min_saved=9) == 9
+    assert shared_prefix([[1] * 30 + [i] for i in range(6)]) == 30  # saves 5 x 30 token positions
+    assert shared_prefix([[1] * 30 + [i] for i in range(5)]) == 0  # 4 x 30 < 128: not worth a pass
     assert shared_prefix([[1] * 9, [1] * 12], min_saved=1) == 8  # the shorter prompt keeps its last token
     assert shared_prefix([[1] * 9 + [2], [1] * 9 + [3]], min_saved=10) == 0  # saves 9 token positions
     assert shared_prefix([[1] * 9 + [i] for i in range(3)], min_saved=18) == 9  # 3 prompts save 18
@@ -85,7 +87,7 @@ def test_a_prompt_pass_over_a_shared_prefix_equals_each_prompt_run_alone(tiny_mo
     policy = load_policy(make_config(model=tiny_model, dtype="fp32"))
     prompts = [
         prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}])
-        for t in ("Hi", "What is 2+2?", "a longer prompt than the first two, with more tokens")
+        for t in ("Hi", "What is 2+2?", "a longer prompt than the first two, with more tokens", "x", "Why?")
     ]
     prompts += [prompts[1][:-3], prompts[0]]  # a prompt that begins another one, and a repeat
     assert shared_prefix(prompts) >= 20  # the chat template's system turn
@@ -95,7 +97,7 @@ def test_a_prompt_pass_over_a_shared_prefix_equals_each_prompt_run_alone(tiny_mo
         for i, p in enumerate(prompts):
             alone, _ = prefill(model, [p], pad)
             assert torch.allclose(logits[i], alone[0], atol=1e-4), i
-    assert pre.copy_of.tolist() == [0, 1, 2, 3, 0]
+    assert pre.copy_of.tolist() == [0, 1, 2, 3, 4, 5, 0]
     assert pre.attention.sum(dim=1).tolist() == [len(p) for p in prompts]
     assert pre.next_pos.view(-1).tolist() == [len(p) for p in prompts]
 

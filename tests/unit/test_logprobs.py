@@ -26,14 +26,15 @@ def layout_outputs(policy, prompts, completions, prompt_pass, **kw):
 
 def test_per_row_pass_equals_the_shared_prompt_pass(tiny_model):
     policy = load_policy(make_config(model=tiny_model, dtype="fp32"))
-    short, long, third, fourth = (
-        prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}])
-        for t in ("Hi", "What is 12 plus 30, step by step?", "x", "Name a colour.")
+    texts = ("Hi", "What is 12 plus 30, step by step?", "x", "Name a colour.", "2+2?", "Why?", "Go on.")
+    short, long, *others = (
+        prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}]) for t in texts
     )
     # Groups of a shared prompt, prompts of several lengths (left padding), completions of 1-7 tokens.
-    assert shared_prefix([short, long, third, fourth]) >= 20  # shared runs the system turn once
-    prompts = [short, short, short, long, long, third, fourth]
-    completions = [[5, 6, 7], [8], [9, 10, 11, 12, 13, 14, 15], [16, 17], [18, 19, 20, 21], [22], [23, 24]]
+    assert shared_prefix([short, long, *others]) >= 20  # shared runs the system turn once
+    prompts = [short, short, short, long, long, *others]
+    completions = [[5, 6, 7], [8], [9, 10, 11, 12, 13, 14, 15], [16, 17], [18, 19, 20, 21]]
+    completions += [[22 + i] * (1 + i % 3) for i in range(len(others))]
     shared = layout_outputs(policy, prompts, completions, "shared")
     per_row = layout_outputs(policy, prompts, completions, "per_row")
     assert torch.equal(shared[2], per_row[2])

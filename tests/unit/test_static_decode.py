@@ -8,6 +8,8 @@ from rapid_core.config import make_config
 from rapid_core.engines import HFEngine, Sampling
 from rapid_core.engines.static_decode import StaticDecoder, bucket
 from rapid_core.errors import ConfigError
+from rapid_core.kvcache import shared_prefix
+from rapid_core.logprobs import completion_logps
 from rapid_core.models import load_policy, prompt_token_ids
 
 TEXTS = ("Hi", "What is 2+2?", "a much longer prompt than the others, with several more tokens", "x")
@@ -49,6 +51,25 @@ def test_static_loop_samples_the_same_tokens_and_logprobs_as_the_dynamic_loop(po
         assert len(lengths) > 3 and "stop" in dyn.finish_reasons  # rows ended at many different steps
     for a, b in zip(sta.behaviour_logps, dyn.behaviour_logps, strict=True):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+def test_both_loops_continue_a_shared_prefix_pass_with_the_policy_logprobs(policy):
+    # Eight distinct prompts in one micro-batch: their chat-template system turn runs once, and
+    # the cache columns are [prefix, padding, own tokens]; both loops must decode over them.
+    texts = (*TEXTS, "Why?", "Name a colour.", "2+2?", "Go on, please.")
+    prompts = [prompt_token_ids(policy.tokenizer, [{"role": "user", "content": t}]) for t in texts]
+    assert shared_prefix(prompts) >= 20
+    sampling = Sampling(temperature=0.8, max_new_tokens=8)
+    outs = []
+    for decode in ("dynamic", "static"):
+        torch.manual_seed(1)
+        outs.append(HFEngine(policy, micro_batch=16, decode=decode).generate(prompts, 2, sampling))
+    dyn, sta = outs
+    assert sta.completion_ids == dyn.completion_ids
+    with torch.no_grad():
+        logp, _, _ = completion_logps(policy, sta.prompt_ids, sta.completion_ids, 0.8, prompt_pass="per_row")
+    for i, lps in enumerate(sta.behaviour_logps):
+        assert torch.allclose(torch.tensor(lps), logp[i, : len(lps)], atol=1e-4), i
 
 
 def test_static_loop_is_exact_across_micro_batches_and_greedy(policy):
