@@ -11,6 +11,11 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+# A shared prefix runs in a pass of its own, which has a fixed cost: on a CPU, with 26 shared
+# tokens, two prompts ran 10% slower, four about even, eight 35% faster (bench/prompt_prefix.py,
+# docs/perf-notes.md section 19). Below this many token positions saved, prompts run whole.
+MIN_SAVED_TOKENS = 128
+
 
 def cache_kwarg(decoder) -> str:
     """transformers 5.2x renamed ``past_key_values`` to ``cache``; 5.17 (the GPU machine) has the old name."""
@@ -24,15 +29,14 @@ def distinct_prompts(prompts: list[list[int]], device) -> tuple[list[list[int]],
     return [list(p) for p in seen], torch.tensor(copy_of, device=device)
 
 
-def shared_prefix(prompts: list[list[int]], min_saved: int = 128) -> int:
+def shared_prefix(prompts: list[list[int]], min_saved: int | None = None) -> int:
     """Length of the tokens every prompt starts with (a chat template's system turn, a shared
-    instruction), leaving each prompt at least one token of its own. 0 where running them once
-    saves fewer than ``min_saved`` token positions: the extra pass has a fixed cost (on a CPU, with
-    26 shared tokens, two prompts ran 10% slower, four about even, eight 35% faster: perf-notes §19)."""
+    instruction), leaving each prompt at least one token of its own; 0 where running them once
+    saves fewer than ``min_saved`` (default MIN_SAVED_TOKENS) token positions."""
     if len(prompts) < 2:
         return 0
     n = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
-    return n if n * (len(prompts) - 1) >= min_saved else 0
+    return n if n * (len(prompts) - 1) >= (MIN_SAVED_TOKENS if min_saved is None else min_saved) else 0
 
 
 def left_padded(
