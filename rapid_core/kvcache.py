@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-# A shared prefix runs in a pass of its own, which has a fixed cost: on a CPU, with 26 shared
-# tokens, two prompts ran 10% slower, four about even, eight 35% faster (bench/prompt_prefix.py,
-# docs/perf-notes.md section 19). Below this many token positions saved, prompts run whole.
+# A shared prefix runs in a pass of its own, which has a fixed cost. On a CPU, with 26 shared
+# tokens, the prompt pass and training step of two prompts ran 3-23% slower, of four 0-19% faster,
+# of eight 10-38% faster (bench/prompt_prefix.py, docs/perf-notes.md section 19). Below this many
+# token positions saved, prompts run whole.
 MIN_SAVED_TOKENS = 128
 
 
