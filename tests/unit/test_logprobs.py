@@ -1,7 +1,6 @@
 """The training forward's two layouts (``train_prompt_pass``) compute the same log-probs, entropies
 and gradients: shared (the prompts' common prefix once, each distinct prompt's own tokens once, its
-KV cache copied to its rows) and per_row (one
-sequence per row, fewer kernel launches)."""
+KV cache copied to its rows) and per_row (one sequence per row, fewer kernel launches)."""
 
 import pytest
 import torch
