@@ -205,10 +205,10 @@ class HFEngine(Engine):
         done = torch.zeros(b, dtype=torch.bool, device=device)  # finished, not yet dropped
         ran = 0
         for t in range(steps):
-            nxt, logp = next_tokens(logits, sampling, None if uniforms is None else uniforms[t, live])
+            nxt, lp = next_tokens(logits, sampling, None if uniforms is None else uniforms[t, live])
             rec = ~done
             out_tok[live[rec], t] = nxt[rec]
-            out_lp[live[rec], t] = logp.gather(1, nxt[:, None]).squeeze(1)[rec].float()
+            out_lp[live[rec], t] = lp[rec]
             done = done | torch.isin(nxt, self.eos_ids)
             n_done = int(done.sum())
             if n_done == len(live) or t == steps - 1:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rapid_core.engines import packed_linear
 from rapid_core.engines.base import Sampling
 
 SUPPORTED_TYPES = ("llama", "qwen2", "qwen3")
@@ -49,23 +50,67 @@ def bucket(rows: int) -> int:
 
 
 def sample_categorical(logp: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-    """One draw per row from exp(logp) by inverse CDF with uniforms ``u`` ([rows], float64; drawn
-    here when None): one uniform per row instead of vocabulary-sized noise, no host sync.
+    """One draw per row from softmax(logp) ([rows, V] float, any scale) with uniforms ``u`` ([rows],
+    float64; drawn here when None)."""
+    probs, _ = _unnormalised(logp, 1.0)
+    return _inverse_cdf(probs, _running_mass(probs), u)
+
+
+def next_tokens(
+    logits: torch.Tensor, sampling: Sampling, u: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's next token and its float32 log-prob under softmax(logits / T) (T = 1 when greedy).
+    Sampled rows read their uniform from ``u``; both decode loops draw here.
+
+    No log-softmax over the vocabulary: one float32 pass makes exp(logits / T - max), the sampler
+    draws from it, and the chosen token's log-prob is its logit / T - max - log(total mass). On a
+    CPU that is ~6 ms a step at 64 x 49,152 against ~20 with a log-softmax, a zero-filled copy and
+    an exp (docs/perf-notes.md, section 20)."""
+    temperature = 1.0 if sampling.greedy else sampling.temperature
+    probs, top = _unnormalised(logits, temperature)
+    mass = _running_mass(probs)
+    nxt = logits.argmax(dim=-1) if sampling.greedy else _inverse_cdf(probs, mass, u)
+    chosen = logits.gather(1, nxt[:, None]).float()
+    if temperature != 1.0:
+        chosen = chosen / temperature
+    return nxt, (chosen - top).squeeze(1) - mass[:, -1].log().float()
+
+
+def _unnormalised(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(logits / T - max) as float32 [rows, V padded to whole SAMPLE_BLOCKs] (padding 0) and the
+    max [rows, 1]: probabilities up to each row's normaliser, which the sampler never needs."""
+    rows, vocab = logits.shape
+    probs = logits.new_empty((rows, -(-vocab // SAMPLE_BLOCK) * SAMPLE_BLOCK), dtype=torch.float32)
+    probs[:, vocab:] = float("-inf")
+    scaled = probs[:, :vocab]
+    scaled.copy_(logits)
+    if temperature != 1.0:
+        scaled.div_(temperature)
+    top = scaled.amax(dim=-1, keepdim=True)
+    probs.sub_(top).exp_()
+    return probs, top
+
+
+def _running_mass(probs: torch.Tensor) -> torch.Tensor:
+    """[rows, blocks] float64 running sum of the SAMPLE_BLOCK-token block masses. Each block sums 256
+    float32 terms (relative error ~1e-7); the running sum over blocks is float64, so the tail of a
+    150k vocabulary keeps its mass."""
+    return probs.view(probs.shape[0], -1, SAMPLE_BLOCK).sum(dim=-1).double().cumsum(dim=-1)
+
+
+def _inverse_cdf(probs: torch.Tensor, mass: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """One draw per row by inverse CDF: one uniform per row instead of vocabulary-sized noise, no
+    host sync.
 
     In two levels: the uniform picks a block of SAMPLE_BLOCK tokens by the running float64 sum of
     the block masses, then a token inside that block by the running sum within it. The draw is the
     one a float64 cumulative sum over the whole vocabulary gives (the probabilities are float32),
     at a tenth of its cost on a CPU: a float64 exp and cumsum over 49k tokens x 64 rows took 35 ms
     a decode step (docs/perf-notes.md, section 18)."""
-    rows, vocab = logp.shape
-    p = logp.new_zeros((rows, -(-vocab // SAMPLE_BLOCK) * SAMPLE_BLOCK), dtype=torch.float32)
-    torch.exp(logp, out=p[:, :vocab])  # the padding tokens keep probability 0
-    blocks = p.view(rows, -1, SAMPLE_BLOCK)
-    # Each block sums 256 float32 terms (relative error ~1e-7); the running sum over blocks and
-    # within the chosen block is float64, so the tail of a 150k vocabulary keeps its mass.
-    mass = blocks.sum(dim=-1).double().cumsum(dim=-1)  # [rows, blocks]
+    rows = probs.shape[0]
+    blocks = probs.view(rows, -1, SAMPLE_BLOCK)
     if u is None:
-        u = torch.rand(rows, dtype=torch.float64, device=logp.device)
+        u = torch.rand(rows, dtype=torch.float64, device=probs.device)
     target = (u[:, None] * mass[:, -1:]).contiguous()
     # right=True: the first block whose running mass exceeds the target, so never an empty one;
     # the minimum guards the top end against rounding (u * total rounding up to the total).
@@ -76,19 +121,6 @@ def sample_categorical(logp: torch.Tensor, u: torch.Tensor | None = None) -> tor
         torch.searchsorted(inner, (target - before).contiguous(), right=True), _last_positive(inner)
     )
     return (j * SAMPLE_BLOCK + k).squeeze(1)
-
-
-def next_tokens(
-    logits: torch.Tensor, sampling: Sampling, u: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's next token and the float32 log-probs it was drawn from, log softmax(logits / T)
-    (T = 1 when greedy; at T = 1 without a float32 copy of the logits or a division). Sampled rows
-    read their uniform from ``u``; both decode loops draw here."""
-    if sampling.greedy or sampling.temperature == 1.0:
-        logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
-    else:
-        logp = torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
-    return (logp.argmax(dim=-1) if sampling.greedy else sample_categorical(logp, u)), logp
 
 
 def _last_positive(running: torch.Tensor) -> torch.Tensor:
@@ -142,6 +174,16 @@ class StaticDecoder:
         self.graphs = graphs and model.device.type == "cuda"
         # torch.compile of the step (fixed shapes per bucket): fuses the small element-wise ops.
         self._compiled_step = torch.compile(self._step, dynamic=False) if compiled else None
+        self.packed = None  # bf16 on a CPU, eager steps: weights in oneDNN's layout (packed_linear.py)
+        if not compiled and packed_linear.available(model):
+            projections = ("q_proj", "k_proj", "v_proj", "o_proj")
+            linears = [getattr(layer.self_attn, name) for layer in self.layers for name in projections]
+            linears += [
+                getattr(layer.mlp, name)
+                for layer in self.layers
+                for name in ("gate_proj", "up_proj", "down_proj")
+            ]
+            self.packed = packed_linear.PackedLinears([*linears, self.lm_head], rows=64)
         self.buf: _Buffers | None = None
         self._captured: dict[tuple, torch.cuda.CUDAGraph] = {}
         self._pool = None
@@ -184,29 +226,44 @@ class StaticDecoder:
         )
         return self.buf
 
+    def _linear(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return module(x) if self.packed is None else self.packed.linear(module, x)
+
     # --- one step ----------------------------------------------------------------------------------
     def _attend(
         self,
         q: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        bias: torch.Tensor,
+        mask: torch.Tensor,
         scale: float,
         upto: int | None,
     ) -> torch.Tensor:
-        """Grouped-query attention of one new token per row over the cache, masked by ``bias``
-        ([n, L] float: 0 where a row attends, -inf elsewhere). q [n, heads, 1, d]; keys / values
-        [n, kv_heads, L, d] -> [n, 1, heads * d]. Columns from ``upto`` on hold no token yet, so
-        eager runs pass it and read only the columns in use; a captured step reads them all."""
+        """Grouped-query attention of one new token per row over the cache. q [n, heads, 1, d];
+        keys / values [n, kv_heads, L, d] -> [n, 1, heads * d].
+
+        Eager steps know ``upto``, the cache columns in use (later ones hold no token yet): they run
+        torch's fused attention over those columns, ``mask`` being the bool [n, L] of columns a row
+        attends to (on a CPU 2.3x faster than the two batched matmuls below: docs/perf-notes.md,
+        section 20). A captured step has fixed shapes, so it reads the whole buffer with ``mask`` an
+        additive float [n, L] (0 where a row attends, -inf elsewhere)."""
         n, group, d = q.shape[0], self.heads // self.kv_heads, self.head_dim
-        length = keys.shape[2] if upto is None else upto
-        k = keys.reshape(n * self.kv_heads, -1, d)[:, :length]
-        v = values.reshape(n * self.kv_heads, -1, d)[:, :length]
-        # keys @ q^T rather than q @ keys^T: with the cache on the left a column slice stays a plain
-        # strided matrix (on a CPU, q @ keys^T copies a sliced cache and runs ~3x slower).
+        if upto is not None:
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q,
+                keys[:, :, :upto],
+                values[:, :, :upto],
+                attn_mask=mask[:, None, None, :upto],
+                scale=scale,
+                enable_gqa=True,
+            )
+            return out.transpose(1, 2).reshape(n, 1, self.heads * d)
+        length = keys.shape[2]
+        k = keys.reshape(n * self.kv_heads, length, d)
+        v = values.reshape(n * self.kv_heads, length, d)
         scores = torch.bmm(k, q.reshape(n * self.kv_heads, group, d).transpose(1, 2))  # [n*kv, L, group]
         scores = scores.view(n, self.kv_heads, length, group).float().mul_(scale)
-        scores.add_(bias[:, None, :length, None])
+        scores.add_(mask[:, None, :, None])
         probs = torch.softmax(scores, dim=2).to(v.dtype).view(n * self.kv_heads, length, group)
         return torch.bmm(probs.transpose(1, 2), v).reshape(n, 1, self.heads * d)
 
@@ -214,8 +271,7 @@ class StaticDecoder:
         """Sample the next token of rows [:n] from ``logits`` [n, V] and record it with its log-prob
         at the sampling temperature; finished rows write to the scratch row."""
         b = self.buf
-        nxt, logp = next_tokens(logits, sampling, b.uniforms.index_select(0, b.step)[0, :n])
-        lp = logp.gather(1, nxt[:, None]).squeeze(1)
+        nxt, lp = next_tokens(logits, sampling, b.uniforms.index_select(0, b.step)[0, :n])
         done = b.done[:n]
         out_row = torch.where(done, torch.full_like(b.row[:n], b.rows), b.row[:n])
         col = b.step.expand(n)
@@ -230,10 +286,10 @@ class StaticDecoder:
         b = self.buf
         mask = b.mask[:n]
         mask.index_fill_(1, b.slot, True)
-        # One additive mask for all layers: 0 where a row attends, -inf elsewhere.
-        bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
-            ~mask, float("-inf")
-        )
+        if upto is None:  # one additive mask for all layers: 0 where a row attends, -inf elsewhere
+            mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
+                ~mask, float("-inf")
+            )
         pos = b.pos[:n]
         cos = b.cos.index_select(0, pos)[:, None, None, :]
         sin = b.sin.index_select(0, pos)[:, None, None, :]
@@ -241,9 +297,9 @@ class StaticDecoder:
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(n, 1, self.heads, self.head_dim)
-            k = attn.k_proj(x).view(n, 1, self.kv_heads, self.head_dim)
-            v = attn.v_proj(x).view(n, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+            q = self._linear(attn.q_proj, x).view(n, 1, self.heads, self.head_dim)
+            k = self._linear(attn.k_proj, x).view(n, 1, self.kv_heads, self.head_dim)
+            v = self._linear(attn.v_proj, x).view(n, 1, self.kv_heads, self.head_dim).transpose(1, 2)
             if hasattr(attn, "q_norm"):  # Qwen3 normalises each head before RoPE
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -252,9 +308,11 @@ class StaticDecoder:
             keys, values = b.keys[i][:n], b.values[i][:n]
             keys.index_copy_(2, b.slot, k)
             values.index_copy_(2, b.slot, v)
-            h = h + attn.o_proj(self._attend(q, keys, values, bias, attn.scaling, upto))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        self._record(self.lm_head(self.decoder.norm(h)[:, 0]), n, sampling)
+            h = h + self._linear(attn.o_proj, self._attend(q, keys, values, mask, attn.scaling, upto))
+            mlp, x = layer.mlp, layer.post_attention_layernorm(h)
+            up = self._linear(mlp.up_proj, x)
+            h = h + self._linear(mlp.down_proj, mlp.act_fn(self._linear(mlp.gate_proj, x)) * up)
+        self._record(self._linear(self.lm_head, self.decoder.norm(h)[:, 0]), n, sampling)
         pos += 1
         b.slot += 1
         b.step += 1
@@ -327,6 +385,8 @@ class StaticDecoder:
         length = -(-(width + steps) // LENGTH_QUANTUM) * LENGTH_QUANTUM
         n = bucket(rows)
         b = self._ensure_buffers(n, length)
+        if self.packed is not None:
+            self.packed.refresh()
         for i, (k, v) in enumerate(prefill.layer_kv()):
             b.keys[i][:rows, :, :width] = k[prefill.copy_of]
             b.values[i][:rows, :, :width] = v[prefill.copy_of]
