@@ -1,7 +1,7 @@
 """Log-probs of completion tokens under the current policy, for the training step.
 
-Only completion positions reach the output layer, in chunks, each recomputed in backward
-(activation checkpointing): no (batch x length x vocabulary) float32 tensor is ever held.
+Only completion positions reach the output layer, in chunks (head_logps.py): no (batch x length x
+vocabulary) float32 tensor is held between forward and backward.
 Two layouts (``train_prompt_pass``), the same log-probs:
 
 - ``shared``: each distinct prompt of a mini-batch goes through the model once (the tokens all of
@@ -18,21 +18,12 @@ Two layouts (``train_prompt_pass``), the same log-probs:
 from __future__ import annotations
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
+from rapid_core.head_logps import chunk_logps
 from rapid_core.kvcache import cache_kwarg, distinct_prompts, left_padded, run_prompts
 from rapid_core.models import Policy, autocast
 
 CHUNK_TOKENS = 1024
-
-
-def _chunk_logp(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float):
-    logits = (hidden @ weight.t()).float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(1, targets[:, None]).squeeze(1)
-    with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
 
 
 def resolve_prompt_pass(mode: str, device: torch.device) -> str:
@@ -113,11 +104,9 @@ def completion_logps(
         weight = lm_head.weight
         logps, ents = [], []
         for s in range(0, selected.shape[0], CHUNK_TOKENS):
-            h, t = selected[s : s + CHUNK_TOKENS], targets[s : s + CHUNK_TOKENS]
-            if torch.is_grad_enabled():
-                lp, ent = checkpoint(_chunk_logp, h, weight, t, temperature, use_reentrant=False)
-            else:
-                lp, ent = _chunk_logp(h, weight, t, temperature)
+            lp, ent = chunk_logps(
+                selected[s : s + CHUNK_TOKENS], weight, targets[s : s + CHUNK_TOKENS], temperature
+            )
             logps.append(lp)
             ents.append(ent)
     flat_logp, flat_ent = torch.cat(logps), torch.cat(ents)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from rapid_core.cpu_attention import plain_implementation
 from rapid_core.models import Policy
 
 
@@ -53,7 +54,11 @@ class SamplingModel:
             from transformers import AutoModelForCausalLM
 
             with torch.random.fork_rng(devices=[]):  # its random init must not shift the sampling stream
-                self.model = AutoModelForCausalLM.from_config(base.config, dtype=self.policy.dtype)
+                self.model = AutoModelForCausalLM.from_config(
+                    base.config,
+                    dtype=self.policy.dtype,
+                    attn_implementation=plain_implementation(base.config),
+                )
             self.model.to(self.policy.device).train(False)
             self.model.requires_grad_(False)
         target = dict(self.model.named_parameters())
