@@ -6,7 +6,8 @@ d log p_t / d h = (W_t - p W) / T is known in the forward pass: ``FrozenHeadLogp
 there and keeps that [tokens, d] tensor, not the [tokens, vocabulary] logits. One pass over the
 logits instead of a checkpointed pass, its recompute in backward and a log-softmax backward: on a
 CPU the chunk of a 32-sample step took half the time (docs/perf-notes.md §21). A trainable head
-(full fine-tuning) needs p in backward for W's gradient: ``checkpointed_logp`` recomputes it there.
+(full fine-tuning) needs p in backward for W's gradient: there the log-softmax is checkpointed and
+recomputed in backward.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def chunk_logps(
     h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p of ``targets``, entropy) for a chunk of hidden states ``h`` [tokens, d]."""
-    if not torch.is_grad_enabled() or not h.requires_grad:
+    if not torch.is_grad_enabled() or not (h.requires_grad or weight.requires_grad):
         with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
             logp, entropy, _ = _pass(h, weight, targets, temperature, direction=False)
         return logp, entropy
